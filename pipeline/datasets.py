@@ -1,0 +1,494 @@
+"""Dataset adapters: list a dataset's clips into the manifest (``schemas.manifest``).
+
+``build_manifest(dataset, data, **options)`` returns a pyarrow Table with MANIFEST_SCHEMA,
+one row per listed clip, rows numbered 0..n-1 in a deterministic order. ``data`` is a local
+folder or any URI ``pyarrow.fs`` opens (see ``pipeline.io``). Problems with a single clip
+never raise and never drop the row: they go into its ``error`` column as
+``"reason_class: message"`` and the run records the clip as failed. Problems with the whole
+dataset (no CSV, a CSV missing required columns, unknown dataset or option) raise ValueError.
+
+Layouts
+-------
+``webvid`` (and ``sample``, the embedded sample, which uses the same layout)::
+
+    DATA/webvid.csv                    the WebVid CSV (or the only *.csv at the top of DATA,
+                                       or csv=PATH: relative to DATA, absolute, or a URI)
+    DATA/<page_dir>/<videoid>.mp4      videos, WebVid's own layout
+    DATA/videos/<videoid>.mp4          accepted instead when the file above does not exist
+
+  CSV columns: ``videoid`` and ``name`` (the caption) are required; ``page_dir`` (empty or
+  absent: the file is looked for at ``DATA/<videoid>.mp4``), ``duration`` (ISO-8601 like
+  ``PT00H00M11S``, fractional seconds allowed; also plain seconds or ``HH:MM:SS``) and
+  ``contentUrl`` (unused) are optional. Rows keep CSV order. When no file exists the first
+  candidate is kept as ``source`` and the decoder reports ``missing_file``.
+  Per-row handling: a repeated videoid -> later rows get ``duplicate_id`` and clip_id
+  ``<id>_dup1``, ``_dup2``...; a page_dir/videoid that is absolute or has ``..`` components
+  -> ``unsafe_path`` (source left empty); an unparseable, non-positive or > 24 h duration
+  -> duration null (the decoder reads the real one); a missing caption -> ``""``; control
+  characters other than ``\\n`` and ``\\t`` in captions -> spaces (other unicode kept).
+
+``videohd``::
+
+    DATA/**/<name>.{mp4,mkv,webm,mov,avi}   videos at any depth (hidden files/folders skipped)
+    DATA/captions.jsonl                     {"path": "<relative to DATA>", "caption": "..."}
+    DATA/captions.csv                       columns path, caption (used if there is no .jsonl)
+
+  or ``captions=PATH``. ``source_id`` is the ``/``-separated path relative to DATA. Rows:
+  every video in sorted path order (caption ``""`` when it has none), then caption entries
+  that matched no listed video in file order: a missing file -> ``missing_file``, a repeated
+  path -> ``duplicate_id``, an unsafe path -> ``unsafe_path``, a malformed entry ->
+  ``invalid_input``.
+
+Adding an adapter: write ``fn(dataset, data, **options) -> list[dict]`` (dicts with the
+manifest's fields except ``row``; ``fps``/``masks``/``error`` optional) and register it with
+one line: ``ADAPTERS["vipseg"] = vipseg_adapter`` (or the ``@register_adapter("vipseg")``
+decorator). ``unique_clip_ids`` and ``duplicate_error`` handle repeated source ids.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io as _stdio
+import json
+import math
+import os
+import posixpath
+import re
+import sys
+import uuid
+from typing import Any, Callable, Iterable, Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline import io
+from schemas.manifest import MANIFEST_SCHEMA
+
+Adapter = Callable[..., list[dict[str, Any]]]
+ADAPTERS: dict[str, Adapter] = {}
+
+MAX_DURATION_S = 24 * 3600.0
+VIDEO_EXTENSIONS = ("mp4", "mkv", "webm", "mov", "avi")
+_MAX_KEY_LEN = 120
+
+
+def register_adapter(name: str, fn: Adapter | None = None):
+    """``register_adapter("x", fn)`` or ``@register_adapter("x")``."""
+    if fn is not None:
+        ADAPTERS[name] = fn
+        return fn
+    return lambda f: register_adapter(name, f)
+
+
+# --------------------------------------------------------------------------- clip ids
+_KEY_BAD = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def short_hash(text: str, n: int = 8) -> str:
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:n]
+
+
+def make_clip_id(dataset: str, source_id: str) -> str:
+    """A stable key of only ``[A-Za-z0-9_-]``: ``f"{dataset}_{sanitised id}"``. When
+    sanitising changed the id (or it is empty or too long), a short hash of the original id
+    is appended, so different ids never collide."""
+    ds = _KEY_BAD.sub("_", dataset) or "dataset"
+    clean = _KEY_BAD.sub("_", source_id)
+    if clean != source_id or not clean or len(clean) > _MAX_KEY_LEN:
+        clean = f"{clean[:_MAX_KEY_LEN]}_{short_hash(source_id)}" if clean else short_hash(source_id)
+    return f"{ds}_{clean}"
+
+
+def unique_clip_ids(dataset: str, source_ids: Sequence[str]) -> tuple[list[str], list[int | None]]:
+    """Clip ids for rows in order, plus for each row the index of the first row with the same
+    source id (None for first occurrences). First occurrences get ``make_clip_id``; repeats get
+    ``<that>_dup1``, ``_dup2``... never colliding with any other row's id."""
+    first: dict[str, int] = {}
+    dup_of: list[int | None] = []
+    for i, sid in enumerate(source_ids):
+        dup_of.append(first.get(sid))
+        first.setdefault(sid, i)
+    ids: list[str | None] = [None] * len(source_ids)
+    used: set[str] = set()
+    for i, sid in enumerate(source_ids):  # first occurrences claim their natural ids
+        if dup_of[i] is None:
+            cid = make_clip_id(dataset, sid)
+            if cid in used:  # only for crafted ids that mimic a sanitised+hashed one
+                cid = f"{cid}_{short_hash('collision:' + sid)}"
+                while cid in used:
+                    cid += "_x"
+            used.add(cid)
+            ids[i] = cid
+    counts: dict[str, int] = {}
+    for i, sid in enumerate(source_ids):
+        j = dup_of[i]
+        if j is not None:
+            k = counts.get(sid, 0)
+            while True:
+                k += 1
+                cid = f"{ids[j]}_dup{k}"
+                if cid not in used:
+                    break
+            counts[sid] = k
+            used.add(cid)
+            ids[i] = cid
+    return ids, dup_of  # type: ignore[return-value]
+
+
+def duplicate_error(what: str, source_id: str, first_row: int) -> str:
+    return f"duplicate_id: {what} {source_id!r} already listed (first at entry {first_row})"
+
+
+# --------------------------------------------------------------------------- field cleaning
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_ISO = re.compile(
+    r"^P(?:(?P<d>\d+(?:[.,]\d+)?)D)?"
+    r"(?:T(?:(?P<h>\d+(?:[.,]\d+)?)H)?(?:(?P<m>\d+(?:[.,]\d+)?)M)?(?:(?P<s>\d+(?:[.,]\d+)?)S)?)?$",
+    re.IGNORECASE,
+)
+_CLOCK = re.compile(r"^(?:(\d+):)?(\d+):(\d+(?:\.\d+)?)$")
+
+
+def clean_caption(value: Any) -> str:
+    """Missing -> ""; control characters other than \\n and \\t -> spaces; the rest kept."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    text = value if isinstance(value, str) else str(value)
+    text = text.encode("utf-8", "replace").decode("utf-8")  # lone surrogates -> '?'
+    return _CONTROL.sub(" ", text)
+
+
+def parse_duration(value: Any) -> float | None:
+    """Seconds from ISO-8601 (``PT00H00M11S``, ``PT1M5.5S``, ``P1DT2H``), ``HH:MM:SS`` or a
+    plain number; None when unparseable, not positive or longer than 24 h."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        secs = float(value)
+    else:
+        text = str(value).strip()
+        if not text:
+            return None
+        m = _ISO.match(text)
+        if m and text.upper() not in ("P", "PT") and not text.upper().endswith("T"):
+            f = {k: float(v.replace(",", ".")) if v else 0.0 for k, v in m.groupdict().items()}
+            secs = f["d"] * 86400 + f["h"] * 3600 + f["m"] * 60 + f["s"]
+        elif (c := _CLOCK.match(text)) is not None:
+            secs = float(c.group(1) or 0) * 3600 + float(c.group(2)) * 60 + float(c.group(3))
+        else:
+            try:
+                secs = float(text)
+            except ValueError:
+                return None
+    if not math.isfinite(secs) or secs <= 0 or secs > MAX_DURATION_S:
+        return None
+    return secs
+
+
+def format_duration(seconds: float) -> str:
+    """ISO-8601 in WebVid's style: ``PT00H00M11S``, with fractional seconds when needed."""
+    ms = int(round(seconds * 1000))
+    h, rem = divmod(ms, 3600_000)
+    m, rem = divmod(rem, 60_000)
+    s, frac = divmod(rem, 1000)
+    sec = f"{s:02d}" + (f".{frac:03d}".rstrip("0") if frac else "")
+    return f"PT{h:02d}H{m:02d}M{sec}S"
+
+
+def safe_relpath(*parts: str) -> str:
+    """Join relative path parts with ``/``; raise ValueError when the result would leave the
+    data root (absolute path, drive or URI, ``..`` component, NUL byte)."""
+    comps: list[str] = []
+    for part in parts:
+        if not part:
+            continue
+        if "\x00" in part:
+            raise ValueError(f"{part!r} contains a NUL byte")
+        if part.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", part) or "://" in part:
+            raise ValueError(f"{part!r} is an absolute path")
+        for c in re.split(r"[/\\]", part):
+            if c == "..":
+                raise ValueError(f"{part!r} has a '..' component")
+            if c and c != ".":
+                comps.append(c)
+    if not comps:
+        raise ValueError("empty path")
+    return "/".join(comps)
+
+
+class _DirIndex:
+    """Answers 'does DATA/<rel> exist?' with one directory listing per folder (cheap on
+    object stores, where one HEAD request per clip would not be)."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self._cache: dict[str, frozenset[str]] = {}
+
+    def exists(self, rel: str) -> bool:
+        parent, name = posixpath.split(rel)
+        if parent not in self._cache:
+            try:
+                names = io.list_dir(io.join(self.root, *parent.split("/")) if parent else self.root)
+            except (FileNotFoundError, NotADirectoryError, OSError):
+                names = []
+            self._cache[parent] = frozenset(names)
+        return name in self._cache[parent]
+
+
+def _root(data: str | os.PathLike[str]) -> str:
+    data = os.fspath(data)
+    if not io.is_uri(data):
+        return os.path.abspath(data)
+    return data.rstrip("/") if not data.endswith("://") else data
+
+
+def _source(root: str, rel: str) -> str:
+    return io.join(root, *rel.split("/"))
+
+
+def _resolve_option_path(root: str, path: str) -> str:
+    path = os.fspath(path)
+    if io.is_uri(path) or os.path.isabs(path):
+        return path
+    return io.join(root, *re.split(r"[/\\]", path))
+
+
+def _read_csv_rows(uri: str) -> tuple[list[str], list[dict[str, str]]]:
+    text = io.read_text(uri, encoding="utf-8-sig", errors="replace")
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    reader = csv.reader(_stdio.StringIO(text, newline=""))
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        return [], []
+    rows = []
+    for rec in reader:
+        if not rec or (len(rec) == 1 and not rec[0].strip()):
+            continue  # blank line
+        rows.append({h: (rec[i] if i < len(rec) else "") for i, h in enumerate(header)})
+    return header, rows
+
+
+# --------------------------------------------------------------------------- webvid
+def _find_webvid_csv(root: str, csv_opt: str | None) -> str:
+    if csv_opt:
+        uri = _resolve_option_path(root, csv_opt)
+        if not io.exists(uri):
+            raise ValueError(f"CSV {uri} does not exist")
+        return uri
+    default = io.join(root, "webvid.csv")
+    if io.exists(default):
+        return default
+    try:
+        names = io.list_dir(root)
+    except (FileNotFoundError, NotADirectoryError, OSError) as e:
+        raise ValueError(f"data root {root} is not a readable folder ({e})") from None
+    csvs = [n for n in names if n.lower().endswith(".csv")]
+    if len(csvs) == 1:
+        return io.join(root, csvs[0])
+    if not csvs:
+        raise ValueError(f"no webvid.csv or other *.csv at the top of {root} (pass csv=PATH)")
+    raise ValueError(f"{root} has no webvid.csv and several CSVs ({', '.join(csvs)}); pass csv=PATH")
+
+
+WEBVID_REQUIRED = ("videoid", "name")
+
+
+def webvid_adapter(dataset: str, data: str, *, csv: str | None = None) -> list[dict[str, Any]]:
+    """WebVid CSV + videos (layout in the module docstring)."""
+    root = _root(data)
+    csv_uri = _find_webvid_csv(root, csv)
+    header, records = _read_csv_rows(csv_uri)
+    missing = [c for c in WEBVID_REQUIRED if c not in header]
+    if missing:
+        raise ValueError(f"{csv_uri} lacks required column(s) {', '.join(missing)} (has: {', '.join(header) or 'none'})")
+
+    index = _DirIndex(root)
+    vids = [r.get("videoid", "").strip() for r in records]
+    clip_ids, dup_of = unique_clip_ids(dataset, vids)
+    out = []
+    for i, rec in enumerate(records):
+        vid, page_dir = vids[i], (rec.get("page_dir") or "").strip()
+        error, source = None, ""
+        if not vid:
+            error = "invalid_input: empty videoid"
+        else:
+            try:
+                rel = safe_relpath(page_dir, vid + ".mp4")
+                # The flat layout only applies to a videoid that is itself safe (it is: checked above).
+                flat = safe_relpath("videos", vid + ".mp4")
+                source = _source(root, flat if not index.exists(rel) and index.exists(flat) else rel)
+            except ValueError as e:
+                error = f"unsafe_path: page_dir {page_dir!r} / videoid {vid!r}: {e}"
+        if error is None and dup_of[i] is not None:
+            error = duplicate_error("videoid", vid, dup_of[i])
+        out.append({
+            "clip_id": clip_ids[i],
+            "dataset": dataset,
+            "source": source,
+            "source_id": vid,
+            "caption": clean_caption(rec.get("name")),
+            "duration": parse_duration(rec.get("duration")),
+            "error": error,
+        })
+    return out
+
+
+# --------------------------------------------------------------------------- videohd
+def _read_captions(uri: str) -> list[tuple[str, Any, str | None]]:
+    """Entries (path, caption, problem) in file order from a .jsonl or .csv captions file."""
+    entries: list[tuple[str, Any, str | None]] = []
+    name = posixpath.basename(uri.split("?")[0])
+    if name.lower().endswith(".csv"):
+        header, rows = _read_csv_rows(uri)
+        missing = [c for c in ("path", "caption") if c not in header]
+        if missing:
+            raise ValueError(f"{uri} lacks required column(s) {', '.join(missing)}")
+        for n, r in enumerate(rows, start=2):
+            p = (r.get("path") or "").strip()
+            entries.append((p, r.get("caption"), None if p else f"{name} line {n}: empty path"))
+        return entries
+    text = io.read_text(uri, encoding="utf-8-sig", errors="replace")
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as e:
+            entries.append((f"{name}:{n}", None, f"{name} line {n}: not JSON ({e})"))
+            continue
+        p = obj.get("path") if isinstance(obj, dict) else None
+        if not isinstance(p, str) or not p.strip():
+            entries.append((f"{name}:{n}", None, f"{name} line {n}: no 'path' string"))
+            continue
+        entries.append((p.strip(), obj.get("caption"), None))
+    return entries
+
+
+def videohd_adapter(dataset: str, data: str, *, captions: str | None = None) -> list[dict[str, Any]]:
+    """A folder of videos plus a captions file (layout in the module docstring)."""
+    root = _root(data)
+    if not io.is_dir(root):
+        raise ValueError(f"data root {root} is not a folder")
+    if captions:
+        cap_uri = _resolve_option_path(root, captions)
+        if not io.exists(cap_uri):
+            raise ValueError(f"captions file {cap_uri} does not exist")
+    else:
+        cands = [io.join(root, "captions.jsonl"), io.join(root, "captions.csv")]
+        cap_uri = next((c for c in cands if io.exists(c)), None)
+
+    videos = [p for p in io.walk_files(root)
+              if posixpath.splitext(p)[1][1:].lower() in VIDEO_EXTENSIONS
+              and not any(c.startswith(".") for c in p.split("/"))]
+    video_set = set(videos)
+    entries = _read_captions(cap_uri) if cap_uri else []
+
+    caption_of: dict[str, Any] = {}
+    extra: list[tuple[str, Any, str]] = []  # (source_id, caption, error) for unmatched entries
+    seen_at: dict[str, int] = {}
+    for n, (path, cap, problem) in enumerate(entries):
+        if problem:
+            extra.append((path, None, f"invalid_input: {problem}"))
+            continue
+        try:
+            rel = safe_relpath(path)
+        except ValueError as e:
+            extra.append((path, cap, f"unsafe_path: caption path {path!r}: {e}"))
+            continue
+        if rel in seen_at:
+            extra.append((rel, cap, duplicate_error("caption path", rel, seen_at[rel])))
+            continue
+        seen_at[rel] = n
+        if rel in video_set:
+            caption_of[rel] = cap
+        elif io.exists(_source(root, rel)):  # captioned file with another extension: keep it
+            caption_of[rel] = cap
+            videos.append(rel)
+        else:
+            extra.append((rel, cap, f"missing_file: {rel} (listed in the captions file) does not exist"))
+
+    listed = [(v, caption_of.get(v), None) for v in videos] + extra
+    clip_ids, _ = unique_clip_ids(dataset, [sid for sid, _, _ in listed])
+    out = []
+    for cid, (sid, cap, err) in zip(clip_ids, listed):
+        unsafe = err is not None and (err.startswith("unsafe_path") or err.startswith("invalid_input"))
+        out.append({
+            "clip_id": cid,
+            "dataset": dataset,
+            "source": "" if unsafe else _source(root, sid),
+            "source_id": sid,
+            "caption": clean_caption(cap),
+            "duration": None,
+            "error": err,
+        })
+    return out
+
+
+register_adapter("webvid", webvid_adapter)
+register_adapter("sample", webvid_adapter)
+register_adapter("videohd", videohd_adapter)
+
+
+# --------------------------------------------------------------------------- manifest
+_FIELDS = [f.name for f in MANIFEST_SCHEMA]
+
+
+def rows_to_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
+    """Number the rows 0..n-1, fill optional fields with null, check keys; -> manifest Table."""
+    recs = []
+    seen: set[str] = set()
+    for i, r in enumerate(rows):
+        rec = {k: r.get(k) for k in _FIELDS}
+        rec["row"] = i
+        cid = rec["clip_id"]
+        if not cid or _KEY_BAD.search(cid):
+            raise ValueError(f"adapter produced an invalid clip_id {cid!r}")
+        if cid in seen:
+            raise ValueError(f"adapter produced a repeated clip_id {cid!r}")
+        seen.add(cid)
+        recs.append(rec)
+    return pa.Table.from_pylist(recs, schema=MANIFEST_SCHEMA)
+
+
+def build_manifest(dataset: str, data: str | os.PathLike[str], **options: Any) -> pa.Table:
+    """The manifest of ``dataset`` stored at ``data``. Raises ValueError for run-level
+    problems (unknown dataset or option, no CSV, missing columns)."""
+    try:
+        adapter = ADAPTERS[dataset]
+    except KeyError:
+        raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(ADAPTERS))}") from None
+    try:
+        rows = adapter(dataset, os.fspath(data), **options)
+    except TypeError as e:
+        if "unexpected keyword argument" in str(e):
+            raise ValueError(f"dataset {dataset!r}: {e}") from None
+        raise
+    return rows_to_table(rows)
+
+
+def write_manifest(table: pa.Table, path: str | os.PathLike[str]) -> str:
+    """Write the manifest as parquet (via a temporary name, then renamed); returns the path."""
+    table = table.cast(MANIFEST_SCHEMA) if table.schema != MANIFEST_SCHEMA else table
+    fs, p = io.resolve(path)
+    parent = posixpath.dirname(p.replace(os.sep, "/"))
+    if parent:
+        fs.create_dir(parent, recursive=True)
+    tmp = f"{p}.tmp-{uuid.uuid4().hex[:8]}"
+    pq.write_table(table, tmp, filesystem=fs)
+    try:
+        fs.move(tmp, p)
+    except Exception:
+        fs.delete_file(tmp)
+        raise
+    return os.fspath(path)
+
+
+def read_manifest(path: str | os.PathLike[str]) -> pa.Table:
+    """Read a manifest written by ``write_manifest``, checked against MANIFEST_SCHEMA."""
+    fs, p = io.resolve(path)
+    table = pq.read_table(p, filesystem=fs)
+    missing = [n for n in _FIELDS if n not in table.column_names]
+    if missing:
+        raise ValueError(f"{path} is not a manifest: missing column(s) {', '.join(missing)}")
+    return table.select(_FIELDS).cast(MANIFEST_SCHEMA)

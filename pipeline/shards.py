@@ -1,0 +1,167 @@
+"""Shard output: atomic tar writing, per-shard status table, stats file (the completion mark), index.
+
+Files of shard ``N`` for prefix ``P`` (= ``<dataset>-<profile>``) in OUT:
+
+- ``P-N.tar``: the samples (``P-N_1.tar``, ``P-N_2.tar``... when ``max_shard_bytes`` overflows);
+  written under ``.P-N.tar.tmp`` and renamed when complete, so a reader never sees a partial tar.
+- ``P-N.parquet``: one status row per clip of the shard (ok / error / filtered + reason, message).
+- ``P-N.stats.json``: counts, bytes, timings; written last: its presence marks the shard done.
+
+``index.json`` (written at the end of a run) lists the shards with their sample counts.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from typing import Iterable, Mapping
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from schemas.sample import SCHEMA_VERSION
+from schemas.status import STATUS_SCHEMA
+
+# Member order inside a sample: frames first, then arrays, meta last (any order is valid).
+_ORDER = {"txt": 0, "flow.pfz": 2, "anchors.npz": 3, "entities.npz": 4, "json": 9}
+
+
+def member_order(name: str) -> tuple[int, str]:
+    return (_ORDER.get(name, 1), name)
+
+
+def shard_name(prefix: str, shard: int, part: int = 0) -> str:
+    return f"{prefix}-{shard:06d}" + (f"_{part}" if part else "")
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    tmp = os.path.join(os.path.dirname(path) or ".", "." + os.path.basename(path) + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class TarShardWriter:
+    """Writes samples to ``P-N.tar`` (rolling to ``P-N_k.tar`` past ``max_bytes``), atomically.
+
+    Tar headers are deterministic (mtime 0, uid/gid 0, mode 0644) so identical samples give
+    byte-identical shards.
+    """
+
+    def __init__(self, out_dir: str, prefix: str, shard: int, max_bytes: int = 2_000_000_000):
+        self.out_dir, self.prefix, self.shard, self.max_bytes = out_dir, prefix, shard, max_bytes
+        self.part = -1
+        self.names: list[str] = []
+        self.counts: list[int] = []
+        self._tar: tarfile.TarFile | None = None
+        self._file = None
+        self._bytes = 0
+
+    def _open_next(self) -> None:
+        self._close_current()
+        self.part += 1
+        name = shard_name(self.prefix, self.shard, self.part) + ".tar"
+        self.names.append(name)
+        self.counts.append(0)
+        self._tmp = os.path.join(self.out_dir, "." + name + ".tmp")
+        self._final = os.path.join(self.out_dir, name)
+        self._file = open(self._tmp, "wb")
+        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT)
+        self._bytes = 0
+
+    def write(self, key: str, members: Mapping[str, bytes]) -> str:
+        """Add one sample; returns the tar file name it went to."""
+        if "." in key or "/" in key or not key:
+            raise ValueError(f"invalid sample key {key!r}: keys must be non-empty, without dots or slashes")
+        size = sum(len(v) + 1024 for v in members.values())
+        if self._tar is None or (self.counts[-1] > 0 and self._bytes + size > self.max_bytes):
+            self._open_next()
+        for name in sorted(members, key=member_order):
+            data = members[name]
+            info = tarfile.TarInfo(f"{key}.{name}")
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            self._tar.addfile(info, io.BytesIO(data))
+        self._bytes += size
+        self.counts[-1] += 1
+        return self.names[-1]
+
+    def _close_current(self) -> None:
+        if self._tar is not None:
+            self._tar.close()
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(self._tmp, self._final)
+            self._tar = self._file = None
+
+    def close(self) -> list[str]:
+        """Finish: renames the last tar into place. A shard with no ok sample writes no tar."""
+        self._close_current()
+        return list(self.names)
+
+    def abort(self) -> None:
+        if self._tar is not None:
+            try:
+                self._tar.close()
+                self._file.close()
+            finally:
+                if os.path.exists(self._tmp):
+                    os.remove(self._tmp)
+            self._tar = self._file = None
+
+
+def write_status(path: str, rows: Iterable[dict]) -> None:
+    table = pa.Table.from_pylist(list(rows), schema=STATUS_SCHEMA)
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_status(path: str) -> pa.Table:
+    return pq.read_table(path, schema=STATUS_SCHEMA)
+
+
+def write_stats(path: str, stats: dict) -> None:
+    atomic_write_bytes(path, json.dumps(stats, indent=1, sort_keys=True).encode())
+
+
+def read_stats(path: str) -> dict | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def shard_paths(out_dir: str, prefix: str, shard: int) -> dict[str, str]:
+    base = os.path.join(out_dir, shard_name(prefix, shard))
+    return {"status": base + ".parquet", "stats": base + ".stats.json"}
+
+
+def write_index(out_dir: str, prefix: str, stats_list: list[dict], extra: dict) -> dict:
+    shards = []
+    for st in sorted(stats_list, key=lambda s: s["shard"]):
+        for name, n in zip(st["tars"], st["tar_counts"]):
+            shards.append({"url": name, "samples": n})
+    total = sum(s["samples"] for s in shards)
+    names = [s["url"] for s in shards]
+    brace = None
+    if names and all("_" not in n[len(prefix):] for n in names):
+        nums = [int(n[len(prefix) + 1:-4]) for n in names]
+        if nums == list(range(nums[0], nums[0] + len(nums))):
+            brace = f"{prefix}-{{{nums[0]:06d}..{nums[-1]:06d}}}.tar"
+    index = {
+        "schema_version": SCHEMA_VERSION,
+        "prefix": prefix,
+        "shards": shards,
+        "samples": total,
+        "url": brace,
+        **extra,
+    }
+    atomic_write_bytes(os.path.join(out_dir, "index.json"), json.dumps(index, indent=1, sort_keys=True).encode())
+    return index

@@ -1,0 +1,275 @@
+"""Per-clip and per-shard processing with no Ray in it: the unit the Ray plan schedules.
+
+``ClipProcessor`` runs the stages of one clip in order (decode -> flow -> trajectories ->
+entities); ``process_shard`` runs a processor over the clips of one shard and writes the
+shard atomically (or, with ``--stage``, a stage cache that a later run resumes from).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+from typing import Any, Callable
+
+import numpy as np
+
+from schemas.sample import DEFAULT_FLOW_STEP, decode_jpeg, decode_sample, dequantize_flow, encode_jpeg, encode_sample
+from schemas.status import STATUS_ERROR, STATUS_FILTERED, STATUS_OK
+from stages.decode import clip_rng, decode_frame_folder, decode_video
+from stages.errors import ClipError, split_reason
+
+from .config import Config
+from .shards import TarShardWriter, read_stats, shard_name, shard_paths, write_stats, write_status
+
+log = logging.getLogger(__name__)
+
+# Per-clip stages in order; "shards" is the final output (all stages + the shard writer).
+CLIP_STAGES = ("decode", "flow", "motion", "trajectories", "entities")
+STAGES = CLIP_STAGES + ("shards",)
+
+
+class ClipFiltered(Exception):
+    """A deliberate filter rejected the clip (recorded in the filtered table)."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(f"{reason}: {message}")
+        self.reason, self.message = reason, message
+
+
+class ClipProcessor:
+    """Holds the stage backends (loaded once per worker) and processes clips."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.profile = cfg.get_profile()
+        self._flow = None
+        self._entities = None
+
+    # ---- backends, created lazily so that a worker only loads what its stages use
+    @property
+    def flow_backend(self):
+        if self._flow is None:
+            from stages.flow import make_flow_backend
+
+            f = self.cfg.flow
+            opts = {k: v for k, v in dict(checkpoint=f.checkpoint, source=f.source, device=f.device,
+                                         batch_size=f.batch_size).items() if v is not None}
+            self._flow = make_flow_backend(f.backend, preset=f.preset, **opts)
+        return self._flow
+
+    @property
+    def entity_stage(self) -> Callable[[dict, dict], dict] | None:
+        if self._entities is None:
+            try:
+                from stages.entities import make_entity_stage
+            except ImportError:
+                self._entities = False
+            else:
+                self._entities = make_entity_stage(self.cfg.entities, self.profile, self) or False
+        return self._entities or None
+
+    # ---- stages
+    def decode(self, row: dict) -> dict:
+        if row.get("error"):
+            reason, message = split_reason(row["error"])
+            raise ClipError(reason, message)
+        p, d = self.profile, self.cfg.decode
+        rng = clip_rng(self.cfg.seed, row["clip_id"], "start")
+        src = row["source"]
+        if row.get("fps") and os.path.isdir(src):
+            clip = decode_frame_folder(src, row["fps"], p.frames, p.fps, p.width, p.height, rng, d.max_source_pixels)
+        else:
+            from .io import local_path
+
+            with local_path(src) as path:
+                clip = decode_video(path, p.frames, p.fps, p.width, p.height, rng, d.max_source_pixels,
+                                    d.max_source_frames)
+        # Round-trip through JPEG: every later stage sees exactly the frames the shard stores.
+        jpegs = [encode_jpeg(f, d.jpeg_quality) for f in clip.frames]
+        frames = np.stack([decode_jpeg(j) for j in jpegs])
+        meta = {
+            "clip_id": row["clip_id"],
+            "dataset": row["dataset"],
+            "source_id": row["source_id"],
+            "caption_empty": not (row.get("caption") or "").strip(),
+            "profile": {"name": p.name, "frames": p.frames, "width": p.width, "height": p.height, "fps": p.fps},
+            "coords": "x right, y down, profile pixels, pixel centers at integers",
+            "frames_codec": {"format": "jpeg", "quality": d.jpeg_quality},
+            "seed": self.cfg.seed,
+            **clip.meta(),
+        }
+        state = {"clip_id": row["clip_id"], "caption": row.get("caption") or "", "meta": meta,
+                 "frames_jpeg": jpegs, "frames": frames, "row": row}
+        return state
+
+    def flow(self, state: dict) -> dict:
+        step = float(self.cfg.flow.step or DEFAULT_FLOW_STEP)
+        flow = self.flow_backend.forward(state["frames"])
+        state["flow"] = dequantize_flow(flow, step)  # exactly what the shard stores
+        state["meta"]["flow"] = {**self.flow_backend.describe(), "step": step, "encoding": "pfz1",
+                                 "max_encoding_error": step / 2}
+        return state
+
+    def motion(self, state: dict) -> dict:
+        """Per-clip motion statistics (meta["motion"]) and the run-time filters on them."""
+        try:
+            from stages.motion import check_filters, motion_stats
+        except ImportError:
+            return state
+        stats = motion_stats(state["flow"], state["frames"])
+        state["meta"]["motion"] = stats
+        rejected = check_filters(stats, self.cfg.filters)
+        if rejected:
+            raise ClipFiltered(*rejected)
+        return state
+
+    def trajectories(self, state: dict) -> dict:
+        from stages.trajectories import compute_anchors
+
+        t = self.cfg.trajectories
+        rng = clip_rng(self.cfg.seed, state["clip_id"], "anchors")
+        res = compute_anchors(state["flow"], interval=t.interval, rng=rng)
+        state.update(anchor_tracks=res["anchor_tracks"], anchor_weights=res["anchor_weights"],
+                     anchor_visible=res["anchor_visible"])
+        state["meta"]["anchors"] = {"interval": int(t.interval), "delta": [int(v) for v in res["delta"]],
+                                    "count": int(len(res["anchor_weights"])),
+                                    "max_trajectories": int(t.max_trajectories)}
+        return state
+
+    def entities(self, state: dict) -> dict:
+        stage = self.entity_stage if self.cfg.entities.enabled else None
+        if stage is None:
+            state["meta"]["entities"] = None
+            return state
+        return stage(state, state.get("row") or {})
+
+    def run(self, row: dict, until: str = "entities", state: dict | None = None) -> dict:
+        """Run the stages after those already in ``state`` up to ``until`` (inclusive)."""
+        done = state.get("stages_done", []) if state else []
+        timings = (state or {}).get("meta", {}).get("timings", {})
+        for stage in CLIP_STAGES[: CLIP_STAGES.index(until) + 1]:
+            if stage in done:
+                continue
+            t0 = time.perf_counter()
+            state = self.decode(row) if stage == "decode" else getattr(self, stage)(state)
+            timings[stage] = round(time.perf_counter() - t0, 4)
+            done = done + [stage]
+        state["stages_done"] = done
+        state["meta"]["timings"] = timings
+        state["meta"]["stages_done"] = done
+        return state
+
+
+def state_from_members(members: dict[str, bytes], row: dict) -> dict:
+    """Rebuild a clip state from stage-cache members (the inverse of encode_sample)."""
+    s = decode_sample(members)
+    s.update(clip_id=row["clip_id"], row=row)
+    s["stages_done"] = list(s["meta"].get("stages_done", []))
+    return s
+
+
+def _status(row: dict, shard: int, status: str, reason=None, message=None, tar=None, nbytes=None, secs=None) -> dict:
+    return {"clip_id": row["clip_id"], "row": int(row["row"]), "shard": shard, "status": status,
+            "reason": reason, "message": message, "tar": tar, "bytes": nbytes, "seconds": secs}
+
+
+def stage_dir(out_dir: str, stage: str) -> str:
+    return out_dir if stage == "shards" else os.path.join(out_dir, "_stages", stage)
+
+
+def _load_stage_cache(out_dir: str, prefix: str, shard: int, target: str) -> tuple[str | None, dict, dict]:
+    """The most advanced completed stage cache before ``target`` for this shard, if any."""
+    import pyarrow.parquet as pq
+    import webdataset as wds  # noqa: F401  (tar reading below is plain tarfile)
+    import tarfile
+
+    stages = CLIP_STAGES[: CLIP_STAGES.index(target) + 1] if target in CLIP_STAGES else CLIP_STAGES
+    for stage in reversed(stages):
+        d = stage_dir(out_dir, stage)
+        paths = shard_paths(d, prefix, shard)
+        stats = read_stats(paths["stats"])
+        if stats is None:
+            continue
+        members: dict[str, dict[str, bytes]] = {}
+        for tar_name in stats.get("tars", []):
+            with tarfile.open(os.path.join(d, tar_name)) as tf:
+                for m in tf:
+                    key, _, ext = m.name.partition(".")
+                    members.setdefault(key, {})[ext] = tf.extractfile(m).read()
+        status = {r["clip_id"]: r for r in pq.read_table(paths["status"]).to_pylist()}
+        return stage, members, status
+    return None, {}, {}
+
+
+def process_shard(rows: list[dict], shard: int, cfg: Config, out_dir: str, prefix: str,
+                  processor: ClipProcessor, target: str = "shards", force: bool = False,
+                  clip_runner: Callable[[ClipProcessor, dict, str, dict | None], dict] | None = None) -> dict:
+    """Process one shard's clips and write its output; returns its stats.
+
+    Every row ends in exactly one status row (ok / error / filtered). Already-done shards
+    (stats file present) are skipped unless ``force``.
+    """
+    if target not in STAGES:
+        raise ValueError(f"unknown stage {target!r}; stages: {', '.join(STAGES)}")
+    d = stage_dir(out_dir, target)
+    os.makedirs(d, exist_ok=True)
+    paths = shard_paths(d, prefix, shard)
+    if not force:
+        st = read_stats(paths["stats"])
+        if st is not None:
+            st["skipped"] = True
+            return st
+    until = "entities" if target == "shards" else target
+    cached_stage, cached, cached_status = (None, {}, {}) if force else _load_stage_cache(out_dir, prefix, shard, until)
+    run = clip_runner or (lambda proc, row, until, state: proc.run(row, until, state))
+    writer = TarShardWriter(d, prefix, shard, cfg.shards.max_shard_bytes)
+    status_rows, t_start = [], time.perf_counter()
+    stage_seconds: dict[str, float] = {}
+    try:
+        for row in rows:
+            t0 = time.perf_counter()
+            try:
+                prior = cached_status.get(row["clip_id"])
+                if prior is not None and prior["status"] != STATUS_OK:
+                    raise (ClipError if prior["status"] == STATUS_ERROR else ClipFiltered)(prior["reason"], prior["message"])
+                state = state_from_members(cached[row["clip_id"]], row) if row["clip_id"] in cached else None
+                state = run(processor, row, until, state)
+                members = encode_sample(state)
+                tar = writer.write(row["clip_id"], members)
+                for k, v in state["meta"].get("timings", {}).items():
+                    stage_seconds[k] = stage_seconds.get(k, 0.0) + v
+                status_rows.append(_status(row, shard, STATUS_OK, tar=tar, nbytes=sum(map(len, members.values())),
+                                           secs=time.perf_counter() - t0))
+            except ClipFiltered as e:
+                status_rows.append(_status(row, shard, STATUS_FILTERED, e.reason, e.message, secs=time.perf_counter() - t0))
+            except ClipError as e:
+                status_rows.append(_status(row, shard, STATUS_ERROR, e.reason, e.message, secs=time.perf_counter() - t0))
+            except Exception as e:  # a bug or an unexpected library failure: record it, go on
+                tb = traceback.format_exc(limit=3)
+                log.warning("clip %s failed: %s", row["clip_id"], tb)
+                status_rows.append(_status(row, shard, STATUS_ERROR, "internal",
+                                           f"{type(e).__name__}: {e}"[:2000], secs=time.perf_counter() - t0))
+        tars = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    write_status(paths["status"], status_rows)
+    counts = {s: sum(r["status"] == s for r in status_rows) for s in (STATUS_OK, STATUS_ERROR, STATUS_FILTERED)}
+    stats = {
+        "shard": shard,
+        "name": shard_name(prefix, shard),
+        "stage": target,
+        "resumed_from": cached_stage,
+        "tars": tars,
+        "tar_counts": list(writer.counts),
+        "clips": len(rows),
+        **counts,
+        "bytes": int(sum(r["bytes"] or 0 for r in status_rows)),
+        "seconds": round(time.perf_counter() - t_start, 3),
+        "stage_seconds": {k: round(v, 3) for k, v in stage_seconds.items()},
+        "pid": os.getpid(),
+    }
+    write_stats(paths["stats"], stats)  # last: marks the shard done
+    stats["skipped"] = False
+    return stats

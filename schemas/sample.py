@@ -1,0 +1,207 @@
+"""The per-sample layout of a shard (versioned), with its encoder and decoder.
+
+A sample is the tar members sharing one key (``KEY.EXT``; keys never contain dots):
+
+==================  ==========================================================================
+member              content
+==================  ==========================================================================
+``txt``             caption, UTF-8 (may be empty; ``meta.caption_empty`` says so)
+``json``            meta: schema version, provenance, geometry, settings, statistics
+``f000.jpg`` ...    the L profile frames, RGB JPEG. The flow and all tracks were computed on
+                    exactly these decoded JPEG frames (the pipeline round-trips each frame
+                    through the JPEG codec before any stage sees it).
+``flow.pfz``        dense forward flow between consecutive frames, (L-1, 2, H, W) float px,
+                    channel 0 = dx (right), 1 = dy (down); codec "pfz1" (see
+                    :func:`encode_flow`: quantised to ``step`` px, lossless after that;
+                    max error = step / 2). Read it with :func:`decode_flow`.
+``anchors.npz``     ``tracks`` float32 (A, L, 2) xy, ``weights`` float32 (A,) = |f0| at the
+                    anchor, ``visible`` bool (A, L)
+``entities.npz``    (when entities are extracted) ``ids`` int32 (K,), ``mask`` uint16 (H, W)
+                    id map of frame 0 (0 = no entity), ``radii`` float32 (K,),
+                    ``tracks`` float32 (K, L, 2), ``visibility`` bool (K, L)
+==================  ==========================================================================
+
+Coordinates: x right, y down, in profile pixels, pixel centers at integers. A profile point
+maps back to the source video by ``src = (p + crop_offset + 0.5) / resize_scale - 0.5``
+(``crop_offset`` and ``resize_scale`` are in the meta).
+
+All arrays are stored with ``numpy.save`` semantics and read with ``allow_pickle=False``.
+"""
+from __future__ import annotations
+
+import io
+import json
+import struct
+from typing import Any, Mapping
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+KNOWN_SCHEMA_VERSIONS = (1,)
+
+DEFAULT_FLOW_STEP = 1.0 / 16.0
+FRAME_EXT = "jpg"
+FLOW_MEMBER = "flow.pfz"
+
+
+def frame_member(i: int) -> str:
+    return f"f{i:03d}.{FRAME_EXT}"
+
+
+def is_frame_member(name: str) -> bool:
+    return name.startswith("f") and name.endswith("." + FRAME_EXT) and name[1:-4].isdigit()
+
+
+# ---------------------------------------------------------------- array containers
+def npz_bytes(**arrays: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def load_npz(data: bytes) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+# ---------------------------------------------------------------- flow
+# Flow codec "pfz1": flow is quantised to integer multiples of ``step`` px, each (H, W) plane is
+# replaced by its 2-D mixed difference (residual of the predictor left + up - up-left, zero
+# padded), residuals are zigzag-mapped to uint32, byte-shuffled (4 planes) and zstd-compressed.
+# Decoding is a zstd decompression and a double cumulative sum: exact, vectorised, fast.
+# Layout: b"PFZ1" | uint32 n, c, h, w | float32 step | uint64 payload size | zstd payload.
+FLOW_MAGIC = b"PFZ1"
+_FLOW_HEADER = struct.Struct("<4s4IfQ")
+
+
+def quantize_flow(flow: np.ndarray, step: float = DEFAULT_FLOW_STEP) -> np.ndarray:
+    """Integer flow in units of ``step`` (what the codec stores)."""
+    return np.clip(np.rint(np.asarray(flow, np.float32) / step), -(2 ** 30), 2 ** 30).astype(np.int32)
+
+
+def encode_flow(flow: np.ndarray, step: float = DEFAULT_FLOW_STEP) -> bytes:
+    """Encode flow (N, 2, H, W) float px; max error = step / 2."""
+    import pyarrow as pa
+
+    q = quantize_flow(flow, step)
+    if q.ndim != 4:
+        raise ValueError(f"flow must be (N, 2, H, W), got shape {q.shape}")
+    d = q.copy()
+    d[..., 1:] -= q[..., :-1]
+    d[..., 1:, :] -= d[..., :-1, :].copy()
+    zz = ((d << 1) ^ (d >> 31)).astype("<u4")
+    shuffled = np.ascontiguousarray(zz.view(np.uint8).reshape(-1, 4).T)
+    payload = pa.compress(shuffled, codec="zstd", asbytes=True)
+    n, c, h, w = q.shape
+    return _FLOW_HEADER.pack(FLOW_MAGIC, n, c, h, w, float(step), shuffled.nbytes) + payload
+
+
+def decode_flow(data: bytes) -> np.ndarray:
+    """Inverse of :func:`encode_flow`: float32 (N, 2, H, W) px."""
+    import pyarrow as pa
+
+    magic, n, c, h, w, step, size = _FLOW_HEADER.unpack_from(data)
+    if magic != FLOW_MAGIC:
+        raise ValueError(f"not a flow member (magic {magic!r})")
+    raw = pa.decompress(memoryview(data)[_FLOW_HEADER.size:], decompressed_size=size, codec="zstd", asbytes=True)
+    zz = np.frombuffer(raw, np.uint8).reshape(4, -1).T.copy().view("<u4").reshape(n, c, h, w)
+    d = (zz >> 1).astype(np.int64) ^ -(zz & 1).astype(np.int64)
+    q = np.cumsum(np.cumsum(d, axis=-1), axis=-2)
+    return (q * np.float32(step)).astype(np.float32)
+
+
+def dequantize_flow(flow: np.ndarray, step: float = DEFAULT_FLOW_STEP) -> np.ndarray:
+    """The flow a reader will get back: ``flow`` rounded to the stored precision."""
+    return (quantize_flow(flow, step) * np.float32(step)).astype(np.float32)
+
+
+# ---------------------------------------------------------------- frames
+def encode_jpeg(frame_rgb: np.ndarray, quality: int) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(frame_rgb[..., ::-1]),
+                           [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    import cv2
+
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError("not a decodable JPEG")
+    return np.ascontiguousarray(img[..., ::-1])
+
+
+# ---------------------------------------------------------------- whole samples
+def encode_sample(sample: Mapping[str, Any]) -> dict[str, bytes]:
+    """Encode a processed clip into tar members (without the key).
+
+    Members whose data is absent (a partial state, as kept by ``--stage``) are left out.
+
+    ``sample`` holds: ``caption`` (str), ``meta`` (dict), ``frames_jpeg`` (list of bytes),
+    ``flow`` (float32 array), ``anchor_tracks``/``anchor_weights``/``anchor_visible`` and,
+    optionally, ``entity_*`` arrays.
+    """
+    meta = dict(sample["meta"])
+    meta["schema_version"] = SCHEMA_VERSION
+    members: dict[str, bytes] = {
+        "txt": (sample.get("caption") or "").encode("utf-8"),
+    }
+    for i, jpg in enumerate(sample["frames_jpeg"]):
+        members[frame_member(i)] = jpg
+    if sample.get("flow") is not None:
+        step = float(meta.get("flow", {}).get("step", DEFAULT_FLOW_STEP))
+        members[FLOW_MEMBER] = encode_flow(sample["flow"], step)
+    if sample.get("anchor_tracks") is not None:
+        members["anchors.npz"] = npz_bytes(
+            tracks=np.asarray(sample["anchor_tracks"], np.float32),
+            weights=np.asarray(sample["anchor_weights"], np.float32),
+            visible=np.asarray(sample["anchor_visible"], bool),
+        )
+    if sample.get("entity_ids") is not None:
+        members["entities.npz"] = npz_bytes(
+            ids=np.asarray(sample["entity_ids"], np.int32),
+            mask=np.asarray(sample["entity_mask"], np.uint16),
+            radii=np.asarray(sample["entity_radii"], np.float32),
+            tracks=np.asarray(sample["entity_tracks"], np.float32),
+            visibility=np.asarray(sample["entity_visibility"], bool),
+        )
+    members["json"] = json.dumps(meta, sort_keys=True, ensure_ascii=False).encode("utf-8")
+    return members
+
+
+REQUIRED_MEMBERS = ("txt", "json", FLOW_MEMBER, "anchors.npz")
+
+
+def decode_sample(members: Mapping[str, bytes], key: str | None = None) -> dict[str, Any]:
+    """Decode tar members of one sample into arrays (inverse of :func:`encode_sample`).
+
+    Also returns ``frames_jpeg`` (the stored JPEG bytes) so a sample can be re-encoded as is.
+    """
+    meta = json.loads(members["json"])
+    version = meta.get("schema_version")
+    if version not in KNOWN_SCHEMA_VERSIONS:
+        raise ValueError(f"unknown sample schema version {version!r} (known: {KNOWN_SCHEMA_VERSIONS})")
+    names = sorted(n for n in members if is_frame_member(n))
+    frames = np.stack([decode_jpeg(members[n]) for n in names]) if names else None
+    out: dict[str, Any] = {
+        "key": key if key is not None else meta.get("clip_id"),
+        "caption": members.get("txt", b"").decode("utf-8"),
+        "meta": meta,
+        "frames": frames,
+        "frames_jpeg": [members[n] for n in names],
+        "flow": decode_flow(members[FLOW_MEMBER]) if FLOW_MEMBER in members else None,
+    }
+    if "anchors.npz" in members:
+        a = load_npz(members["anchors.npz"])
+        out["anchor_tracks"], out["anchor_weights"], out["anchor_visible"] = a["tracks"], a["weights"], a["visible"]
+    if "entities.npz" in members:
+        e = load_npz(members["entities.npz"])
+        out.update(
+            entity_ids=e["ids"], entity_mask=e["mask"], entity_radii=e["radii"],
+            entity_tracks=e["tracks"], entity_visibility=e["visibility"],
+        )
+    return out

@@ -1,0 +1,212 @@
+"""Decode exactly the frames a profile needs, at the profile size.
+
+Frame selection: the profile samples ``L`` frames at ``profile.fps``; the start time is drawn
+uniformly in ``[0, last_time - span]`` from a generator seeded by (seed, clip_id), so reruns
+pick the same frames. Source index of profile frame i = round((start + i / fps) * source_fps).
+
+Geometry: scale the source so it covers the profile (the short side, relative to the
+profile's aspect, matches), then center-crop to the profile size. ``resize_scale`` (sx, sy)
+and ``crop_offset`` (x, y, in resized pixels) are recorded so that a profile point p maps
+back to the source by ``(p + crop_offset + 0.5) / resize_scale - 0.5``.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import ClipError
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def clip_rng(seed: int, clip_id: str, purpose: str) -> np.random.Generator:
+    """A generator that depends only on the run seed, the clip and what it is used for."""
+    h = hashlib.blake2b(f"{seed}\x00{clip_id}\x00{purpose}".encode(), digest_size=16).digest()
+    return np.random.default_rng(int.from_bytes(h, "little"))
+
+
+@dataclass
+class Geometry:
+    source_size: tuple[int, int]  # (w, h)
+    resized_size: tuple[int, int]  # (w, h) after scaling
+    crop_offset: tuple[int, int]  # (x, y) in resized pixels
+    out_size: tuple[int, int]  # (w, h) = profile size
+
+    @property
+    def resize_scale(self) -> tuple[float, float]:
+        return (self.resized_size[0] / self.source_size[0], self.resized_size[1] / self.source_size[1])
+
+    def to_source(self, xy: np.ndarray) -> np.ndarray:
+        xy = np.asarray(xy, np.float64)
+        return (xy + np.asarray(self.crop_offset) + 0.5) / np.asarray(self.resize_scale) - 0.5
+
+    def as_meta(self) -> dict:
+        return {
+            "source_size": list(self.source_size),
+            "resized_size": list(self.resized_size),
+            "resize_scale": list(self.resize_scale),
+            "crop_offset": list(self.crop_offset),
+        }
+
+
+def cover_geometry(src_w: int, src_h: int, out_w: int, out_h: int) -> Geometry:
+    scale = max(out_w / src_w, out_h / src_h)
+    rw = max(out_w, int(round(src_w * scale)))
+    rh = max(out_h, int(round(src_h * scale)))
+    return Geometry((src_w, src_h), (rw, rh), ((rw - out_w) // 2, (rh - out_h) // 2), (out_w, out_h))
+
+
+def select_frames(num_frames: int, source_fps: float, frames: int, fps: float,
+                  rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """Source frame indices for ``frames`` samples at ``fps``; returns (indices, start_seconds)."""
+    if not (source_fps > 0 and np.isfinite(source_fps)):
+        raise ClipError("unreadable", f"invalid source frame rate {source_fps!r}")
+    span = (frames - 1) / fps
+    last_time = (num_frames - 1) / source_fps
+    if num_frames < 1 or last_time + 1e-6 < span:
+        raise ClipError(
+            "too_short",
+            f"{num_frames} frames at {source_fps:.3f} fps = {max(last_time, 0):.2f} s between first and "
+            f"last frame; the profile needs {span:.2f} s ({frames} frames at {fps:g} fps)",
+        )
+    start = float(rng.uniform(0.0, max(0.0, last_time - span)))
+    times = start + np.arange(frames) / fps
+    idx = np.clip(np.rint(times * source_fps).astype(np.int64), 0, num_frames - 1)
+    return idx, start
+
+
+@dataclass
+class DecodedClip:
+    frames: np.ndarray  # (L, H, W, 3) uint8 RGB at the profile size
+    indices: np.ndarray  # source frame indices
+    source_fps: float
+    source_frames: int
+    start_seconds: float
+    geometry: Geometry
+    extra: dict = field(default_factory=dict)
+
+    def meta(self) -> dict:
+        return {
+            "source_frame_indices": [int(i) for i in self.indices],
+            "source_fps": float(self.source_fps),
+            "source_frames": int(self.source_frames),
+            "start_seconds": float(self.start_seconds),
+            **self.geometry.as_meta(),
+            **self.extra,
+        }
+
+
+def _crop(frames: np.ndarray, g: Geometry) -> np.ndarray:
+    x, y = g.crop_offset
+    w, h = g.out_size
+    return np.ascontiguousarray(frames[:, y:y + h, x:x + w])
+
+
+def _check_size(w: int, h: int, out_w: int, out_h: int, max_pixels: int) -> None:
+    if w <= 0 or h <= 0:
+        raise ClipError("unreadable", f"no video stream with a valid frame size ({w}x{h})")
+    if w * h > max_pixels:
+        raise ClipError("too_large", f"source frames {w}x{h} exceed the cap of {max_pixels} pixels")
+    if min(w, h) < 32:
+        raise ClipError("too_small", f"source frames {w}x{h} are below 32 px on a side")
+
+
+def probe_video(path: str) -> tuple[int, int]:
+    """(width, height) from the container headers, without decoding a full frame."""
+    import cv2
+
+    cap = cv2.VideoCapture(path)
+    try:
+        if not cap.isOpened():
+            return 0, 0
+        return int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    finally:
+        cap.release()
+
+
+def decode_video(path: str, frames: int, fps: float, width: int, height: int, rng: np.random.Generator,
+                 max_pixels: int = 8192 * 8192, max_frames: int = 10_000_000) -> DecodedClip:
+    """Decode the profile's frames of a video file with decord (resized in the decoder)."""
+    if not os.path.exists(path):
+        raise ClipError("missing_file", f"{path} does not exist")
+    if os.path.getsize(path) == 0:
+        raise ClipError("unreadable", f"{path} is empty (0 bytes)")
+    import decord
+
+    w, h = probe_video(path)
+    if w and h:
+        _check_size(w, h, width, height, max_pixels)
+    try:
+        vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+    except Exception as e:  # decord raises DECORDError / RuntimeError on bad containers
+        raise ClipError("unreadable", f"decord cannot open {os.path.basename(path)}: {str(e).splitlines()[0][:300]}")
+    n = len(vr)
+    if n > max_frames:
+        raise ClipError("too_large", f"{n} frames exceed the cap of {max_frames}")
+    if not (w and h):
+        try:
+            h, w = vr[0].shape[:2]
+        except Exception as e:
+            raise ClipError("decode_error", f"first frame does not decode: {str(e).splitlines()[0][:300]}")
+        _check_size(w, h, width, height, max_pixels)
+    src_fps = float(vr.get_avg_fps())
+    idx, start = select_frames(n, src_fps, frames, fps, rng)
+    g = cover_geometry(w, h, width, height)
+    if g.resized_size != (w, h):
+        del vr
+        try:
+            vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1,
+                                    width=g.resized_size[0], height=g.resized_size[1])
+        except Exception as e:
+            raise ClipError("unreadable", f"decord cannot open resized: {str(e).splitlines()[0][:300]}")
+    try:
+        batch = vr.get_batch([int(i) for i in idx]).asnumpy()
+    except Exception as e:
+        raise ClipError("decode_error", f"frames {idx.min()}..{idx.max()} do not decode: {str(e).splitlines()[0][:300]}")
+    if batch.shape[1:3] != (g.resized_size[1], g.resized_size[0]):
+        import cv2
+
+        batch = np.stack([cv2.resize(f, g.resized_size, interpolation=cv2.INTER_AREA) for f in batch])
+    out = _crop(batch, g)
+    return DecodedClip(out, idx, src_fps, n, start, g)
+
+
+def list_frame_files(folder: str) -> list[str]:
+    names = [n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTS)]
+    stems = [os.path.splitext(n)[0] for n in names]
+    if not all(s.isdigit() for s in stems):
+        bad = [n for n, s in zip(names, stems) if not s.isdigit()][:3]
+        raise ClipError("unreadable", f"frame names must be numeric, found {bad}")
+    return [n for _, n in sorted(zip((int(s) for s in stems), names))]
+
+
+def decode_frame_folder(folder: str, source_fps: float, frames: int, fps: float, width: int, height: int,
+                        rng: np.random.Generator, max_pixels: int = 8192 * 8192) -> DecodedClip:
+    """A folder of numerically named images is a video at ``source_fps``."""
+    import cv2
+
+    if not os.path.isdir(folder):
+        raise ClipError("missing_file", f"{folder} is not a folder")
+    names = list_frame_files(folder)
+    if not names:
+        raise ClipError("unreadable", f"{folder} holds no image frames")
+    idx, start = select_frames(len(names), source_fps, frames, fps, rng)
+    imgs = []
+    g = None
+    for i in idx:
+        img = cv2.imread(os.path.join(folder, names[i]), cv2.IMREAD_COLOR)
+        if img is None:
+            raise ClipError("decode_error", f"frame {names[i]} does not decode")
+        if g is None:
+            _check_size(img.shape[1], img.shape[0], width, height, max_pixels)
+            g = cover_geometry(img.shape[1], img.shape[0], width, height)
+        if (img.shape[1], img.shape[0]) != g.source_size:
+            raise ClipError("decode_error", f"frame {names[i]} has size {img.shape[1]}x{img.shape[0]}, "
+                                            f"expected {g.source_size[0]}x{g.source_size[1]}")
+        imgs.append(cv2.resize(img, g.resized_size, interpolation=cv2.INTER_AREA)[..., ::-1])
+    out = _crop(np.stack(imgs), g)
+    return DecodedClip(out, idx, float(source_fps), len(names), start, g,
+                       extra={"source_frame_names": [names[i] for i in idx]})

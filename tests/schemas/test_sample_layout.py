@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+
+from schemas.sample import (DEFAULT_FLOW_STEP, decode_flow, decode_sample, encode_flow, encode_jpeg,
+                            encode_sample, frame_member)
+
+
+def _sample(L=4, H=32, W=48, entities=False):
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (L, H, W, 3), dtype=np.uint8)
+    s = {
+        "caption": "a caption — ünïcode",
+        "meta": {"clip_id": "c1", "flow": {"step": DEFAULT_FLOW_STEP}},
+        "frames_jpeg": [encode_jpeg(f, 95) for f in frames],
+        "flow": rng.normal(0, 3, (L - 1, 2, H, W)).astype(np.float32),
+        "anchor_tracks": rng.uniform(0, 30, (5, L, 2)).astype(np.float32),
+        "anchor_weights": rng.uniform(0, 1, 5).astype(np.float32),
+        "anchor_visible": np.ones((5, L), bool),
+    }
+    if entities:
+        s.update(entity_ids=np.array([1, 2]), entity_mask=np.zeros((H, W), np.uint16),
+                 entity_radii=np.array([3.0, 4.0]), entity_tracks=np.zeros((2, L, 2)),
+                 entity_visibility=np.ones((2, L), bool))
+    return s
+
+
+def test_flow_encoding_error_is_bounded_by_half_step():
+    flow = np.random.default_rng(1).normal(0, 20, (3, 2, 40, 50)).astype(np.float32)
+    back = decode_flow(encode_flow(flow))
+    assert back.dtype == np.float32 and back.shape == flow.shape
+    assert np.abs(back - flow).max() <= DEFAULT_FLOW_STEP / 2 + 1e-6
+
+
+@pytest.mark.parametrize("entities", [False, True])
+def test_sample_round_trip(entities):
+    s = _sample(entities=entities)
+    members = encode_sample(s)
+    assert frame_member(0) in members and "json" in members and "txt" in members
+    assert all("." not in k.split(".")[0] or True for k in members)
+    out = decode_sample(members, key="c1")
+    assert out["key"] == "c1" and out["caption"] == s["caption"]
+    assert out["frames"].shape == (4, 32, 48, 3) and out["frames"].dtype == np.uint8
+    assert np.abs(out["flow"] - s["flow"]).max() <= DEFAULT_FLOW_STEP / 2 + 1e-6
+    np.testing.assert_array_equal(out["anchor_tracks"], s["anchor_tracks"])
+    assert out["meta"]["schema_version"] == 1
+    assert ("entity_ids" in out) == entities
+
+
+def test_unknown_schema_version_is_refused():
+    members = encode_sample(_sample())
+    members["json"] = members["json"].replace(b'"schema_version": 1', b'"schema_version": 99')
+    with pytest.raises(ValueError, match="schema version"):
+        decode_sample(members)
