@@ -11,10 +11,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Video datasets -> webdataset shards for trajectory-controlled video generators.")
 
 
-def _progress(st: dict, done: int, total: int) -> None:
-    tag = "skipped (done)" if st.get("skipped") else f"{st['seconds']:.1f}s"
-    typer.echo(f"[{done}/{total}] shard {st['shard']:06d}: ok {st['ok']} error {st['error']} "
-               f"filtered {st['filtered']} {tag}", err=True)
+def _progress():
+    """Shard progress with ETA on stderr: a rich bar on a terminal, plain lines otherwise
+    (pipeline.report.RunProgress); call ``.close()`` when the run ends."""
+    from .report import RunProgress
+
+    return RunProgress()
 
 
 def _parse_option(text: str) -> tuple[str, str]:
@@ -74,23 +76,18 @@ def run(
     except (ValueError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2)
+    progress = _progress()
     try:
         res = run_plan(cfg, dataset, data, out, stage=stage, force=force, executor=executor,
-                       address=address, progress=_progress, **options)
+                       address=address, progress=progress, **options)
     except (ValueError, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2)
-    typer.echo(
-        f"\n{res.prefix}: {res.clips} clips -> ok {res.ok}, error {res.error}, filtered {res.filtered} "
-        f"in {res.shards} shards ({res.skipped_shards} already done) | {res.seconds:.1f} s, "
-        f"{res.clips_per_second:.2f} clips/s"
-    )
-    if res.index:
-        typer.echo(f"shards: {res.out_dir}/{res.index['url'] or 'index.json'}  ({res.index['samples']} samples)")
-    else:
-        typer.echo(f"stage '{res.stage}' output kept in {res.out_dir}/_stages/{res.stage}")
-    if res.error:
-        typer.echo(f"errors: {res.out_dir}/{'' if res.stage == 'shards' else '_stages/' + res.stage + '/'}errors.parquet")
+    finally:
+        progress.close()
+    from .report import format_run_summary
+
+    typer.echo(format_run_summary(res))
 
 
 @app.command()
@@ -122,6 +119,65 @@ def inspect(url: str = typer.Argument(..., help="Shard file/URL, brace pattern, 
                    f"delta {m['anchors']['delta']}")
         if s.get("entity_ids") is not None:
             typer.echo(f"  entities {len(s['entity_ids'])} radii {[round(float(r), 1) for r in s['entity_radii'][:8]]}")
+
+
+@app.command()
+def preview(url: str = typer.Argument(..., help="Shard file/URL, brace pattern, or output folder."),
+            n: int = typer.Option(8, "--n", "-n", help="How many samples."),
+            out: str = typer.Option("out/preview", help="Folder for KEY.png (contact sheet) and KEY.gif."),
+            columns: int = typer.Option(4, help="Frames per row of the contact sheet."),
+            scale: Optional[float] = typer.Option(None, help="Tile scale (default: tiles at most 384 px wide)."),
+            seed: int = typer.Option(0, help="Seed of the sampled trajectory draw."),
+            gif: bool = typer.Option(True, "--gif/--no-gif", help="Also write the animated GIF.")) -> None:
+    """Contact sheet + GIF per sample: anchor tracks, one trajectory draw, entities, flow."""
+    from .preview import preview as make_preview
+
+    try:
+        written = make_preview(url, out, n=n, columns=columns, scale=scale, seed=seed, gif=gif)
+    except FileNotFoundError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
+    for paths in written:
+        typer.echo("  ".join(paths.values()))
+    typer.echo(f"{len(written)} preview(s) in {out}")
+
+
+@app.command()
+def stats(out: str = typer.Argument(..., help="A run's output folder."),
+          plots: Optional[str] = typer.Option(None, help="Folder for the PNG plots (default OUT/_report)."),
+          no_plots: bool = typer.Option(False, "--no-plots", help="Only the table."),
+          as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+          max_samples: Optional[int] = typer.Option(None, help="Read at most this many samples' members.")) -> None:
+    """Summary table of a run's output (counts, errors, tracks, entities, motion) and plots."""
+    from .report import report
+
+    try:
+        summary, text, paths = report(out, plot_dir=plots, plots=not no_plots, max_samples=max_samples)
+    except FileNotFoundError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
+    if as_json:
+        typer.echo(json.dumps({k: v for k, v in summary.items() if k != "raw"}, indent=1))
+    else:
+        typer.echo(text)
+    for p in paths:
+        typer.echo(f"plot: {p}")
+
+
+@app.command()
+def validate(url: str = typer.Argument(..., help="Shard file/URL, brace pattern, or output folder."),
+             max_lines: int = typer.Option(200, help="Print at most this many violations.")) -> None:
+    """Check every sample against the schema; exit 1 on any violation (each one named)."""
+    from .validate import validate as run_validate
+
+    try:
+        rep = run_validate(url)
+    except FileNotFoundError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
+    typer.echo(rep.format(max_lines))
+    if not rep.ok:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -86,6 +86,12 @@ class EntityConfig:
     fb_threshold: float = 1.5
     device: str = "auto"
     sam: dict = field(default_factory=dict)
+    # Added for issue 3 (docs/entities.md): entities under min_area px are dropped (0 = no
+    # limit); gt ids 1..stuff_max_id are "stuff" (VIPSeg: background classes), dropped when
+    # keep_background is false; motion = stages.masks.segment_motion parameters.
+    min_area: int = 0
+    stuff_max_id: int = 124
+    motion: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -113,6 +119,17 @@ class RayConfig:
 
 
 @dataclass
+class IsolationConfig:
+    """Each clip's stages run in a long-lived child process of the worker, so that a decoder
+    that segfaults or hangs costs one clip, not the run (pipeline/isolation.py)."""
+
+    enabled: bool = True
+    stage_timeout_s: float = 600.0  # per-stage limit for the stages after decode (decode: decode.timeout_s)
+    retries: int = 1                # new attempts (in a fresh child) after a timeout or crash
+    start_method: str = "spawn"     # multiprocessing start method of the child: spawn | forkserver
+
+
+@dataclass
 class Config:
     profile: str = DEFAULT_PROFILE
     frames: int | None = None        # override the profile's frame count
@@ -124,6 +141,10 @@ class Config:
     filters: FilterConfig = field(default_factory=FilterConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    isolation: IsolationConfig = field(default_factory=IsolationConfig)
+    # Modules (dotted names or .py paths) every worker imports first: they register adapters,
+    # flow backends, stages.
+    plugins: tuple[str, ...] = ()
 
     def get_profile(self) -> Profile:
         return get_profile(self.profile, self.frames)

@@ -425,9 +425,74 @@ def videohd_adapter(dataset: str, data: str, *, captions: str | None = None) -> 
     return out
 
 
+# --------------------------------------------------------------------------- vipseg
+# VIPSeg ships frames, not videos, and states no frame rate; its frames were extracted from
+# the source videos at a reduced rate. 5 fps is our default (override with -o fps=...):
+# docs/entities.md explains the choice.
+VIPSEG_DEFAULT_FPS = 5.0
+
+
+def vipseg_adapter(dataset: str, data: str, *, fps: float | str | None = None, captions: str | None = None,
+                   imgs: str = "imgs", masks: str = "panomasks") -> list[dict[str, Any]]:
+    """VIPSeg (issue 3): ``DATA/imgs/<video>/<frame>.jpg`` (numeric frame names) and
+    ``DATA/panomasks/<video>/<frame>.png`` (single-channel id maps, same stems).
+
+    Every folder under ``imgs`` (sorted, hidden ones skipped) is one clip: a video at ``fps``
+    (default ``VIPSEG_DEFAULT_FPS``). ``masks`` is the video's panomasks folder, or null
+    when it has none (then ``--masks auto`` falls back to SAM or motion for that clip).
+    Captions (optional): ``captions=PATH`` or ``DATA/captions.jsonl`` / ``DATA/captions.csv``,
+    entries ``{"path": "<video>", "caption": "..."}`` (csv: columns path, caption); a video
+    without one gets ``""`` (recorded as ``caption_empty`` in the sample meta); entries for
+    videos not under ``imgs`` are ignored. Local folders only (frames are read with OpenCV).
+    """
+    root = _root(data)
+    if io.is_uri(root):
+        raise ValueError("the vipseg adapter reads local folders only (frame folders are decoded with OpenCV)")
+    try:
+        rate = VIPSEG_DEFAULT_FPS if fps in (None, "") else float(fps)
+    except (TypeError, ValueError):
+        raise ValueError(f"vipseg: fps must be a number, got {fps!r}") from None
+    if not (math.isfinite(rate) and rate > 0):
+        raise ValueError(f"vipseg: fps must be positive, got {fps!r}")
+    img_root = os.path.join(root, imgs)
+    if not os.path.isdir(img_root):
+        raise ValueError(f"{img_root} is not a folder (VIPSeg layout: DATA/{imgs}/<video>/<frame>.jpg)")
+    mask_root = os.path.join(root, masks)
+    videos = sorted(n for n in os.listdir(img_root)
+                    if not n.startswith(".") and os.path.isdir(os.path.join(img_root, n)))
+    if captions:
+        cap_uri = _resolve_option_path(root, captions)
+        if not io.exists(cap_uri):
+            raise ValueError(f"captions file {cap_uri} does not exist")
+    else:
+        cap_uri = next((c for c in (os.path.join(root, "captions.jsonl"), os.path.join(root, "captions.csv"))
+                        if os.path.exists(c)), None)
+    caption_of: dict[str, Any] = {}
+    for path, cap, problem in (_read_captions(cap_uri) if cap_uri else []):
+        if not problem:
+            caption_of.setdefault(path.strip("/"), cap)
+    clip_ids, _ = unique_clip_ids(dataset, videos)
+    out = []
+    for cid, vid in zip(clip_ids, videos):
+        mdir = os.path.join(mask_root, vid)
+        out.append({
+            "clip_id": cid,
+            "dataset": dataset,
+            "source": os.path.join(img_root, vid),
+            "source_id": vid,
+            "caption": clean_caption(caption_of.get(vid)),
+            "duration": None,
+            "fps": rate,
+            "masks": mdir if os.path.isdir(mdir) else None,
+            "error": None,
+        })
+    return out
+
+
 register_adapter("webvid", webvid_adapter)
 register_adapter("sample", webvid_adapter)
 register_adapter("videohd", videohd_adapter)
+register_adapter("vipseg", vipseg_adapter)
 
 
 # --------------------------------------------------------------------------- manifest

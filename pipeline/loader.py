@@ -1,20 +1,38 @@
 """The trainers' side: read shards by URL.
 
-``read_samples(url)`` yields decoded samples (numpy arrays); it is a webdataset pipeline
-(a torch IterableDataset), so it can go straight into a ``torch.utils.data.DataLoader``:
-shards are split across DataLoader workers, each sample is read once per epoch.
-
 ``url`` may be a tar path, a brace pattern (``out/x-{000000..000009}.tar``), a list of
 those, or an output folder (its ``index.json`` lists the shards).
+
+- ``read_samples(url)`` yields decoded samples (numpy arrays, see ``schemas.sample``); it is a
+  webdataset pipeline (a torch IterableDataset): shards are split across DataLoader workers,
+  each sample is read once per epoch.
+- ``make_dataset(url, ...)`` yields model-ready tensors: the DragNUWA and/or DragEntity
+  conditions (``pipeline.conditions``), consistent augmentation (``pipeline.augment``),
+  condition dropout, node/worker splitting with an exactly-once finite epoch or an infinite
+  resampled mode. See its docstring and docs/trainers.md.
 """
 from __future__ import annotations
 
 import glob
 import json
+import logging
+import math
 import os
-from typing import Iterable
+import warnings
+import zlib
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import webdataset as wds
 
 from schemas.sample import decode_sample
+from stages.trajectories import draw_trajectories
+
+# torch (and the torch-only modules pipeline.augment / pipeline.conditions) are imported where
+# used, so that read_samples works without torch installed (torch is the "torch" extra).
+
+log = logging.getLogger(__name__)
 
 
 def expand_urls(url: str | Iterable[str]) -> list[str]:
@@ -47,9 +65,506 @@ def _decode(raw: dict) -> dict:
 
 def read_samples(url, shuffle_shards: bool = False):
     """Decoded samples of the shards at ``url`` (see module docstring)."""
-    import webdataset as wds
-
     urls = expand_urls(url)
     ds = wds.WebDataset(urls, shardshuffle=shuffle_shards, empty_check=False,
                         nodesplitter=wds.split_by_node, workersplitter=wds.split_by_worker)
     return ds.map(_decode)
+
+
+# =====================================================================================
+# make_dataset: model-ready tensors
+# =====================================================================================
+CONDITIONS = ("dragnuwa", "dragentity")
+
+
+@dataclass(frozen=True)
+class Dropout:
+    """Condition dropout probabilities (per sample, independent). A dropped text becomes the
+    empty caption; a dropped image zeroes ``image``; a dropped trajectory zeroes the motion
+    conditions (``flow``, ``trajectory_map``, ``entity_gaussian``, ``entity_index``). The
+    ``drop_*`` flags in each sample say what was dropped. ``Dropout.paper()``: DragNUWA's
+    Table 1 (text 0.1, image 0.1, trajectory 0.5; its Sec. 4.2 text says 0.1 for all three)."""
+
+    text: float = 0.0
+    image: float = 0.0
+    trajectory: float = 0.0
+
+    @classmethod
+    def paper(cls) -> "Dropout":
+        return cls(0.1, 0.1, 0.5)
+
+    def __post_init__(self) -> None:
+        for name in ("text", "image", "trajectory"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise ValueError(f"dropout {name} must be a probability, got {getattr(self, name)!r}")
+
+
+def _resolve_dropout(spec) -> Dropout:
+    if spec is None or spec is False:
+        return Dropout()
+    if isinstance(spec, Dropout):
+        return spec
+    if spec == "paper" or spec is True:
+        return Dropout.paper()
+    if isinstance(spec, Mapping):
+        return Dropout(**dict(spec))
+    if isinstance(spec, (tuple, list)):
+        return Dropout(*spec)
+    raise ValueError(f"cannot make a condition dropout from {spec!r} (use 'paper', a dict or Dropout)")
+
+
+@dataclass(frozen=True)
+class LoaderOptions:
+    """Everything ``make_dataset`` was asked for (see its docstring for each field)."""
+
+    conditions: tuple[str, ...]
+    size: tuple[int, int] | None
+    augment: Any
+    gaussian: Any
+    filter_method: str
+    max_trajectories: int
+    max_entities: int
+    entity_sigma_ratio: float
+    loss_mask: str
+    missing_entities: str
+    dropout: Dropout
+    keep_meta: bool
+    on_error: str
+
+
+class _State:
+    """Mutable per-dataset state shared by the pipeline stages of one process (pickled with
+    the dataset into each DataLoader worker): the epoch set by the trainer and the number of
+    passes this copy has made (persistent workers make several)."""
+
+    def __init__(self, seed: int | None):
+        self.seed = seed
+        self.epoch = 0
+        self.passes = -1          # passes since the last set_epoch (0 during the first one)
+        self.rank = self.worker = 0
+
+    def rng(self, *parts: int) -> np.random.Generator:
+        if self.seed is None:
+            return np.random.default_rng()          # fresh OS entropy: distinct per worker and pass
+        return np.random.default_rng([int(self.seed) & 0xFFFFFFFF, self.epoch, max(self.passes, 0), *parts])
+
+
+def world_info(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
+    """(rank, world_size): explicit values, else torch.distributed when initialised, else the
+    RANK / WORLD_SIZE environment variables, else (0, 1)."""
+    if rank is not None or world_size is not None:
+        if rank is None or world_size is None:
+            raise ValueError("pass both rank and world_size, or neither")
+        r, w = int(rank), int(world_size)
+    else:
+        r, w = 0, 1
+        try:
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                r, w = dist.get_rank(), dist.get_world_size()
+            elif "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+                r, w = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        except ImportError:
+            if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+                r, w = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    if w < 1 or not 0 <= r < w:
+        raise ValueError(f"invalid rank {r} for world size {w}")
+    return r, w
+
+
+def worker_info() -> tuple[int, int]:
+    """(worker id, number of workers) of the current torch DataLoader worker ((0, 1) outside one)."""
+    try:
+        import torch.utils.data
+    except ImportError:
+        return 0, 1
+    info = torch.utils.data.get_worker_info()
+    return (0, 1) if info is None else (info.id, info.num_workers)
+
+
+class _ShardSource:
+    """First pipeline stage: this rank's and worker's shards, as ``dict(url=...)``.
+
+    Finite mode: the shard list (permuted by (seed, epoch) when ``shuffle_shards`` and a seed
+    is set, identically on every rank) is split round-robin by rank, then by worker: every
+    shard, hence every sample, is read exactly once per epoch across ranks x workers.
+    Resampled mode: shards are drawn uniformly with replacement, forever.
+    """
+
+    def __init__(self, urls: list[str], state: _State, rank, world_size, shuffle_shards: bool, resampled: bool):
+        self.urls, self.state = list(urls), state
+        self.rank, self.world_size = rank, world_size
+        self.shuffle_shards, self.resampled = shuffle_shards, resampled
+
+    def __call__(self) -> Iterator[dict]:
+        st = self.state
+        st.passes += 1
+        rank, world = world_info(self.rank, self.world_size)
+        worker, nworkers = worker_info()
+        st.rank, st.worker = rank, worker
+        if self.resampled:
+            rng = st.rng(1, rank, worker)
+            while True:
+                yield {"url": self.urls[int(rng.integers(len(self.urls)))]}
+        consumers = world * nworkers
+        if len(self.urls) < consumers:
+            raise ValueError(
+                f"fewer shards than readers: {len(self.urls)} shard(s) for world_size {world} x "
+                f"{nworkers} DataLoader worker(s) = {consumers}; each reader needs at least one shard "
+                "(use fewer workers, write smaller shards, or make_dataset(..., resampled=True))")
+        urls = list(self.urls)
+        if self.shuffle_shards and st.seed is not None:
+            np.random.default_rng([int(st.seed) & 0xFFFFFFFF, st.epoch, st.passes, 2]).shuffle(urls)
+        mine = urls[rank::world][worker::nworkers]
+        if self.shuffle_shards and st.seed is None:
+            np.random.default_rng().shuffle(mine)
+        for u in mine:
+            yield {"url": u}
+
+
+class _Shuffle:
+    """Sample shuffle buffer over the raw (still encoded) samples."""
+
+    def __init__(self, size: int, state: _State):
+        self.size, self.state = int(size), state
+
+    def __call__(self, src: Iterable[dict]) -> Iterator[dict]:
+        if self.size < 2:
+            yield from src
+            return
+        rng = None
+        buf: list[dict] = []
+        for s in src:
+            if rng is None:   # after the shard source has started: rank and worker are known
+                rng = self.state.rng(3, self.state.rank, self.state.worker)
+            if len(buf) < self.size:
+                buf.append(s)
+                continue
+            i = int(rng.integers(len(buf)))
+            buf[i], s = s, buf[i]
+            yield s
+        if rng is not None:
+            rng.shuffle(buf)
+        yield from buf
+
+
+class _Limit:
+    """Stops after ``n`` samples per rank per pass, split exactly among the workers."""
+
+    def __init__(self, n: int):
+        self.n = int(n)
+
+    def __call__(self, src: Iterable[dict]) -> Iterator[dict]:
+        worker, nworkers = worker_info()
+        quota = self.n // nworkers + (1 if worker < self.n % nworkers else 0)
+        if quota <= 0:
+            return
+        for i, s in enumerate(src):
+            yield s
+            if i + 1 >= quota:
+                return
+
+
+class _Builder:
+    """Raw tar members -> model-ready tensors (see ``make_dataset``)."""
+
+    def __init__(self, opts: LoaderOptions, state: _State):
+        self.opts, self.state = opts, state
+
+    def __call__(self, src: Iterable[dict]) -> Iterator[dict]:
+        for raw in src:
+            key = raw.get("__key__", "?")
+            try:
+                out = self.build(raw)
+            except Exception as exn:  # noqa: BLE001 - policy below
+                if self.opts.on_error == "skip":
+                    warnings.warn(f"make_dataset: skipping sample {key!r} of {raw.get('__url__')}: {exn!r}")
+                    continue
+                raise ValueError(f"sample {key!r} of {raw.get('__url__')}: {exn}") from exn
+            if out is not None:
+                yield out
+
+    def build(self, raw: dict) -> dict | None:
+        import torch
+
+        from .augment import CropFlip, color_jitter, resolve_augment, sample_crop_flip
+        from .conditions import dense_flow_condition, trajectory_map
+
+        o = self.opts
+        key = raw["__key__"]
+        members = {k: v for k, v in raw.items() if not k.startswith("__")}
+        want_nuwa = "dragnuwa" in o.conditions
+        want_entity = "dragentity" in o.conditions
+        if want_entity and "entities.npz" not in members:
+            if o.missing_entities == "skip":
+                return None
+            if o.missing_entities == "error":
+                raise ValueError("no entities.npz: run the pipeline with entities enabled, or pass "
+                                 "make_dataset(..., missing_entities='skip' | 'empty')")
+        if not want_nuwa:                      # decode only what the asked-for conditions use
+            members = {k: v for k, v in members.items() if k not in ("flow.pfz", "anchors.npz")}
+        if not want_entity:
+            members.pop("entities.npz", None)
+        s = decode_sample(members, key=key)
+        # Independent streams per purpose: switching jitter or dropout on leaves crops and draws as they were.
+        crc = zlib.crc32(key.encode())
+        rng_geo, rng_color, rng_draw, rng_drop = (self.state.rng(4, crc, i) for i in range(4))
+        frames = s["frames"]
+        if frames is None:
+            raise ValueError("sample has no frames")
+        length, height, width = frames.shape[:3]
+        out_h, out_w = o.size if o.size is not None else (height, width)
+        aug = resolve_augment(o.augment)
+        cf = sample_crop_flip(rng_geo, height, width, out_h, out_w, aug) if aug is not None else \
+            CropFlip.identity(height, width, out_h, out_w)
+
+        video = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255.0)
+        video = cf.images(video).clamp_(0.0, 1.0)      # resampling may overshoot by an ulp
+        if aug is not None and aug.jitter:
+            video = color_jitter(video, rng_color, aug.brightness, aug.contrast, aug.saturation, inplace=True)
+        video = video.mul_(2.0).sub_(1.0)
+
+        drops = {n: bool(rng_drop.random() < p) if p > 0 else False
+                 for n, p in (("text", o.dropout.text), ("image", o.dropout.image),
+                              ("trajectory", o.dropout.trajectory))}
+        sample: dict[str, Any] = {
+            "key": key,
+            "caption": "" if drops["text"] else s["caption"],
+            "video": video,
+            "image": torch.zeros_like(video[0]) if drops["image"] else video[0].clone(),
+            "crop": cf.as_tensor(),
+            "flip": torch.tensor(cf.flip),
+            "drop_text": torch.tensor(drops["text"]),
+            "drop_image": torch.tensor(drops["image"]),
+            "drop_trajectory": torch.tensor(drops["trajectory"]),
+        }
+        if o.keep_meta:
+            sample["meta"] = s["meta"]
+
+        if want_nuwa:
+            if s.get("flow") is None or "anchor_tracks" not in s:
+                raise ValueError("DragNUWA conditions need flow.pfz and anchors.npz")
+            flow = dense_flow_condition(cf.flow(torch.from_numpy(s["flow"])))
+            tracks = cf.points(s["anchor_tracks"])                               # (A, L, 2) float32
+            visible = s["anchor_visible"] & cf.inside(tracks)
+            weights = self._weights(s["anchor_weights"], s["anchor_tracks"], cf)
+            candidates = np.flatnonzero(visible[:, 0])                          # visible in frame 0
+            picked = candidates[draw_trajectories(weights[candidates], rng_draw, o.max_trajectories)] \
+                if candidates.size else np.zeros(0, np.int64)
+            tmap = trajectory_map(tracks, visible, picked, out_h, out_w, o.gaussian, method=o.filter_method)
+            n = len(picked)
+            pad_tracks = torch.zeros(o.max_trajectories, length, 2)
+            pad_vis = torch.zeros(o.max_trajectories, length, dtype=torch.bool)
+            pad_tracks[:n] = torch.from_numpy(tracks[picked])
+            pad_vis[:n] = torch.from_numpy(visible[picked])
+            if drops["trajectory"]:
+                flow.zero_()
+                tmap.zero_()
+            sample.update(flow=flow, trajectory_map=tmap, trajectory_tracks=pad_tracks,
+                          trajectory_visible=pad_vis, num_trajectories=torch.tensor(n))
+
+        if want_entity:
+            sample.update(self._entities(s, cf, length, out_h, out_w, drops["trajectory"]))
+        return sample
+
+    @staticmethod
+    def _weights(weights: np.ndarray, tracks: np.ndarray, cf) -> np.ndarray:
+        """The multinomial weights ||f0|| in the training frame: the stored ones, rescaled by
+        how the crop-resize stretches each anchor's first displacement."""
+        w = np.asarray(weights, np.float64)
+        if not cf.resizes or tracks.shape[1] < 2:
+            return w
+        d = (tracks[:, 1] - tracks[:, 0]).astype(np.float64)
+        n0 = np.hypot(d[:, 0], d[:, 1])
+        n1 = np.hypot(d[:, 0] * cf.sx, d[:, 1] * cf.sy)
+        ratio = np.where(n0 > 0, n1 / np.where(n0 > 0, n0, 1.0), math.sqrt(cf.sx * cf.sy))
+        return w * ratio
+
+    def _entities(self, s, cf, length, out_h, out_w, dropped) -> dict:
+        import torch
+
+        from .conditions import entity_gaussian_map, entity_index_map, entity_loss_mask
+
+        o = self.opts
+        kmax = o.max_entities
+        if "entity_ids" in s:
+            ids = np.asarray(s["entity_ids"], np.int64)
+            centers = cf.points(s["entity_tracks"])                               # (K, L, 2)
+            visible = np.asarray(s["entity_visibility"], bool) & cf.inside(centers)
+            radii = cf.radii(s["entity_radii"])                                   # (K, 2)
+            mask0 = cf.labels(torch.from_numpy(s["entity_mask"].astype(np.int64)))
+        else:                                                                     # missing_entities="empty"
+            ids = np.zeros(0, np.int64)
+            centers = np.zeros((0, length, 2), np.float32)
+            visible = np.zeros((0, length), bool)
+            radii = torch.zeros(0, 2)
+            mask0 = torch.zeros(out_h, out_w, dtype=torch.int64)
+        if len(ids) > kmax:   # keep the largest entities (by area of their circle)
+            keep = np.sort(np.argsort(-(radii[:, 0] * radii[:, 1]).numpy(), kind="stable")[:kmax])
+            ids, centers, visible, radii = ids[keep], centers[keep], visible[keep], radii[keep]
+        k = len(ids)
+        centers_t = torch.from_numpy(np.ascontiguousarray(centers, np.float32))
+        visible_t = torch.from_numpy(np.ascontiguousarray(visible))
+        ids_t = torch.from_numpy(ids)
+        mask0 = torch.where(torch.isin(mask0, ids_t), mask0, torch.zeros((), dtype=mask0.dtype))  # kept ids only
+        gauss = entity_gaussian_map(centers_t, radii, visible_t, out_h, out_w, o.entity_sigma_ratio)
+        index = entity_index_map(centers_t, radii, visible_t, ids_t, out_h, out_w)
+        loss = entity_loss_mask(mask0, ids_t, centers_t, visible_t, radii, mode=o.loss_mask)
+        if dropped:
+            gauss.zero_()
+            index.zero_()
+        pad = {
+            "entity_ids": torch.zeros(kmax, dtype=torch.int64),
+            "entity_tracks": torch.zeros(kmax, length, 2),
+            "entity_visible": torch.zeros(kmax, length, dtype=torch.bool),
+            "entity_radii": torch.zeros(kmax, 2),
+        }
+        pad["entity_ids"][:k] = ids_t
+        pad["entity_tracks"][:k] = centers_t
+        pad["entity_visible"][:k] = visible_t
+        pad["entity_radii"][:k] = radii
+        return {"entity_gaussian": gauss, "entity_index": index, "loss_mask": loss, "entity_mask": mask0,
+                "num_entities": torch.tensor(k), **pad}
+
+
+class TrainerDataset(wds.DataPipeline):
+    """A webdataset pipeline (torch IterableDataset) of model-ready samples; see ``make_dataset``."""
+
+    def set_epoch(self, epoch: int) -> None:
+        """Call before each epoch (like ``DistributedSampler.set_epoch``) when a ``seed`` is
+        given: shard order, sample shuffle, augmentation, drawn trajectories and dropout then
+        depend on (seed, epoch, sample key) only. Without a seed it changes nothing."""
+        self.state.epoch = int(epoch)
+        self.state.passes = -1
+
+
+def make_dataset(
+    url: str | Sequence[str],
+    *,
+    conditions: str | Sequence[str] = ("dragnuwa",),
+    size: tuple[int, int] | None = None,
+    augment: bool | str | Any = True,
+    gaussian: str | Any = "paper",
+    filter_method: str = "sparse",
+    max_trajectories: int = 8,
+    max_entities: int = 32,
+    entity_sigma_ratio: float = 1.0 / 3.0,
+    loss_mask: str = "shift",
+    missing_entities: str = "error",
+    dropout: Any = None,
+    shuffle: int = 100,
+    shuffle_shards: bool = True,
+    resampled: bool = False,
+    epoch_samples: int | None = None,
+    rank: int | None = None,
+    world_size: int | None = None,
+    seed: int | None = None,
+    keep_meta: bool = False,
+    on_error: str = "raise",
+):
+    """Model-ready training samples from the shards at ``url``: a torch IterableDataset.
+
+    Put it in ``torch.utils.data.DataLoader(ds, batch_size=B, num_workers=W)``; the default
+    collate stacks every tensor (all shapes are fixed for a given set of options). Each sample
+    is a dict:
+
+    always
+      ``key`` str; ``caption`` str ("" when the text is dropped); ``video`` (L, 3, H, W)
+      float32 in [-1, 1]; ``image`` (3, H, W) = ``video[0]`` (zeros when the image is
+      dropped); ``crop`` (4,) the crop box [x0, y0, w, h] in stored pixels; ``flip`` bool;
+      ``drop_text`` / ``drop_image`` / ``drop_trajectory`` bool.
+    conditions contains "dragnuwa"
+      ``flow`` (L, 2, H, W): the dense flow, zero frame first (Adaptive Training stage 1);
+      ``trajectory_map`` (L, 2, H, W): n ~ U[1, max_trajectories] anchors drawn afresh at
+      every read by the multinomial on ||f0|| (among anchors visible in frame 0 after the
+      crop), displacements at the rounded pixel of frame t, Gaussian-filtered, zero frame
+      first (stage 2); ``trajectory_tracks`` (N, L, 2) / ``trajectory_visible`` (N, L): the
+      drawn tracks, padded to N = max_trajectories; ``num_trajectories``.
+    conditions contains "dragentity"
+      ``entity_gaussian`` (L, 1, H, W); ``entity_index`` (L, H, W) int64 (entity ids painted
+      in their circles at the tracked centers); ``loss_mask`` (L, 1, H, W) the loss mask M;
+      ``entity_mask`` (H, W) int64 frame-0 id map (pool each id's embedding from it);
+      ``entity_ids`` (K,) / ``entity_tracks`` (K, L, 2) / ``entity_visible`` (K, L) /
+      ``entity_radii`` (K, 2) padded to K = max_entities (id 0 = padding); ``num_entities``.
+      See pipeline/conditions.py for the radius rule and the maps' definitions.
+
+    Options (defaults in brackets):
+
+    - ``conditions`` [("dragnuwa",)]: any of "dragnuwa", "dragentity" (a string or a tuple).
+    - ``size`` [None = the stored size]: output (H, W).
+    - ``augment`` [True = the paper's: crop scale (0.9, 1), ratio 5/3, no flip, colour jitter
+      0.05/0.15/0.1]: False/None (off), a preset name ("paper", "paper+flip", "geometry"),
+      an ``AugmentConfig`` or a dict of its fields (pipeline/augment.py).
+    - ``gaussian`` ["paper" = kernel 99, sigma 10, center weight 1]: "release" (199, 20,
+      center 1), "motionctrl" (99, 10, sum 1), a ``GaussianFilter`` / dict, or None (raw
+      sparse displacements). ``filter_method`` ["sparse"]: "sparse", "separable", "fft".
+    - ``max_trajectories`` [8]: the paper's N. ``max_entities`` [32]: padding size; a sample
+      with more entities keeps the largest. ``entity_sigma_ratio`` [1/3]: Gaussian sigma per
+      radius. ``loss_mask`` ["shift"]: "shift", "circle" or "first".
+    - ``missing_entities`` ["error"]: what to do with a sample without entities when
+      "dragentity" is asked for: "error", "skip" it, or "empty" (all-zero entity conditions).
+    - ``dropout`` [None = never]: "paper" (text 0.1, image 0.1, trajectory 0.5), a dict or
+      ``Dropout(text, image, trajectory)``.
+    - ``shuffle`` [100]: sample shuffle buffer (raw encoded samples, per worker; 0 = off).
+      ``shuffle_shards`` [True]: shuffle the shard order each epoch.
+    - ``resampled`` [False]: False = finite epochs, every sample exactly once across all ranks
+      and workers (a ValueError when there are fewer shards than ranks x workers); True =
+      shards drawn at random with replacement, endless (set ``epoch_samples``).
+      ``epoch_samples`` [None]: stop each pass after this many samples per rank (split
+      exactly among its workers).
+    - ``rank`` / ``world_size`` [None: torch.distributed if initialised, else the RANK and
+      WORLD_SIZE environment variables, else 0 / 1]: this process's share of the shards.
+    - ``seed`` [None = fresh randomness per worker and pass]: an int makes shard order,
+      shuffle, augmentation, draws and dropout depend only on (seed, epoch, key); call
+      ``ds.set_epoch(e)`` each epoch (like DistributedSampler) to vary them across epochs.
+    - ``keep_meta`` [False]: add the sample's meta dict (it does not collate into batches).
+    - ``on_error`` ["raise"]: "skip" warns and drops a sample that fails to decode or build.
+    """
+    from .augment import resolve_augment
+    from .conditions import FILTER_METHODS, LOSS_MASK_MODES, resolve_gaussian
+
+    conds = (conditions,) if isinstance(conditions, str) else tuple(conditions)
+    bad = [c for c in conds if c not in CONDITIONS]
+    if bad or not conds:
+        raise ValueError(f"unknown conditions {bad or conds!r}; known: {', '.join(CONDITIONS)}")
+    if filter_method not in FILTER_METHODS:
+        raise ValueError(f"filter_method must be one of {FILTER_METHODS}")
+    if loss_mask not in LOSS_MASK_MODES:
+        raise ValueError(f"loss_mask must be one of {LOSS_MASK_MODES}")
+    if missing_entities not in ("error", "skip", "empty"):
+        raise ValueError("missing_entities must be 'error', 'skip' or 'empty'")
+    if on_error not in ("raise", "skip"):
+        raise ValueError("on_error must be 'raise' or 'skip'")
+    if int(max_trajectories) < 1 or int(max_entities) < 1:
+        raise ValueError("max_trajectories and max_entities must be >= 1")
+    if size is not None:
+        size = (int(size[0]), int(size[1]))
+    resolve_augment(augment)                      # validate now, not in a worker
+    urls = expand_urls(url)
+    if not urls:
+        raise FileNotFoundError(f"no shards at {url!r}")
+    missing = [u for u in urls if "://" not in u and not u.startswith("pipe:") and not os.path.exists(u)]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} of {len(urls)} shard(s) do not exist, e.g. {missing[:3]}")
+    if rank is not None or world_size is not None:
+        world_info(rank, world_size)              # validate
+    opts = LoaderOptions(
+        conditions=conds, size=size, augment=augment, gaussian=resolve_gaussian(gaussian),
+        filter_method=filter_method, max_trajectories=int(max_trajectories), max_entities=int(max_entities),
+        entity_sigma_ratio=float(entity_sigma_ratio), loss_mask=loss_mask, missing_entities=missing_entities,
+        dropout=_resolve_dropout(dropout), keep_meta=bool(keep_meta), on_error=on_error,
+    )
+    state = _State(seed)
+    handler = wds.warn_and_continue if on_error == "skip" else wds.reraise_exception
+    stages = [
+        _ShardSource(urls, state, rank, world_size, bool(shuffle_shards), bool(resampled)),
+        wds.tarfile_to_samples(handler=handler),
+        _Shuffle(int(shuffle), state),
+        _Builder(opts, state),
+    ]
+    if epoch_samples is not None:
+        stages.append(_Limit(int(epoch_samples)))
+    ds = TrainerDataset(*stages)
+    ds.state, ds.options, ds.urls = state, opts, urls
+    return ds

@@ -23,8 +23,10 @@ from schemas.status import STATUS_SCHEMA
 
 from .config import Config
 from .datasets import build_manifest, write_manifest
-from .shards import shard_paths, write_index
-from .worker import STAGES, ClipProcessor, process_shard, stage_dir
+from .shards import atomic_write_bytes, remove_temp_files, shard_paths, write_index, write_status
+from .isolation import make_clip_runner
+from .lock import RunLock, check_run
+from .worker import STAGES, ClipProcessor, import_plugins, process_shard, stage_dir
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +40,29 @@ def shard_tasks(manifest: pa.Table, samples_per_shard: int) -> list[dict]:
 class ShardWorker:
     """Ray Data callable class: one instance per actor, backends loaded once."""
 
-    def __init__(self, cfg_dict: dict, out_dir: str, prefix: str, target: str, force: bool):
+    def __init__(self, cfg_dict: dict, out_dir: str, prefix: str, target: str, force: bool,
+                 run_id: str | None = None):
         from .config import config_from_dict
 
         logging.basicConfig(level=logging.WARNING)
         self.cfg = config_from_dict(cfg_dict)
         self.out_dir, self.prefix, self.target, self.force = out_dir, prefix, target, force
+        # Fencing: a straggler of a killed driver must not commit over a newer run (lock.py).
+        self.commit_check = (lambda: check_run(out_dir, run_id)) if run_id else None
         self.processor = ClipProcessor(self.cfg)
+        self.runner = make_clip_runner(self.cfg)  # clips run in a child process (isolation)
+
+    def __del__(self):
+        if getattr(self, "runner", None) is not None:
+            self.runner.close()
 
     def __call__(self, batch: dict) -> dict:
         out = []
         for shard, rows_json in zip(batch["shard"], batch["rows"]):
             rows = json.loads(rows_json)
             st = process_shard(rows, int(shard), self.cfg, self.out_dir, self.prefix, self.processor,
-                               self.target, self.force)
+                               self.target, self.force, clip_runner=self.runner,
+                               commit_check=self.commit_check)
             out.append(json.dumps(st))
         return {"stats": out}
 
@@ -78,12 +89,18 @@ class RunResult:
 
 def _iter_local(tasks: list[dict], cfg: Config, out_dir: str, prefix: str, target: str, force: bool) -> Iterator[dict]:
     proc = ClipProcessor(cfg)
-    for t in tasks:
-        yield process_shard(t["rows"], t["shard"], cfg, out_dir, prefix, proc, target, force)
+    runner = make_clip_runner(cfg)
+    try:
+        for t in tasks:
+            yield process_shard(t["rows"], t["shard"], cfg, out_dir, prefix, proc, target, force,
+                                clip_runner=runner)
+    finally:
+        if runner is not None:
+            runner.close()
 
 
 def _iter_ray(tasks: list[dict], cfg: Config, out_dir: str, prefix: str, target: str, force: bool,
-              address: str | None) -> Iterator[dict]:
+              address: str | None, run_id: str | None = None) -> Iterator[dict]:
     import ray
 
     if not ray.is_initialized():
@@ -105,7 +122,7 @@ def _iter_ray(tasks: list[dict], cfg: Config, out_dir: str, prefix: str, target:
     ds = ds.map_batches(
         ShardWorker,
         fn_constructor_kwargs=dict(cfg_dict=cfg.to_dict(), out_dir=os.path.abspath(out_dir), prefix=prefix,
-                                   target=target, force=force),
+                                   target=target, force=force, run_id=run_id),
         batch_size=1,
         concurrency=workers,
         num_cpus=r.num_cpus_per_worker,
@@ -131,16 +148,34 @@ def run(cfg: Config, dataset: str, data: str, out_dir: str, stage: str = "shards
     t0 = time.perf_counter()
     profile = cfg.get_profile()
     os.makedirs(out_dir, exist_ok=True)
+    import_plugins(cfg.plugins)  # plugins may register dataset adapters
+    with RunLock(out_dir) as lock:  # one writer per output folder; refused with a message otherwise
+        _remove_temp_files(out_dir)  # left by writers of a killed run
+        result = _run_locked(cfg, dataset, data, out_dir, stage, force, executor, address, progress,
+                             dataset_options, t0, profile, lock.run_id)
+        _remove_temp_files(out_dir)  # left by attempts that failed and were retried
+        return result
+
+
+def _remove_temp_files(out_dir: str) -> None:
+    dirs = [out_dir] + [stage_dir(out_dir, s) for s in STAGES if s != "shards"]
+    removed = [n for d in dirs for n in remove_temp_files(d)]
+    if removed:
+        log.warning("removed %d temporary file(s) of interrupted writers in %s", len(removed), out_dir)
+
+
+def _run_locked(cfg, dataset, data, out_dir, stage, force, executor, address, progress, dataset_options,
+                t0, profile, run_id) -> RunResult:
     manifest = build_manifest(dataset, data, **dataset_options)
     write_manifest(manifest, os.path.join(out_dir, "manifest.parquet"))
-    with open(os.path.join(out_dir, "config.json"), "w") as f:
-        json.dump(cfg.to_dict(), f, indent=1, sort_keys=True)
+    atomic_write_bytes(os.path.join(out_dir, "config.json"),
+                       json.dumps(cfg.to_dict(), indent=1, sort_keys=True).encode())
     prefix = f"{dataset}-{profile.name}"
     tasks = shard_tasks(manifest, cfg.shards.samples_per_shard)
     result = RunResult(os.path.abspath(out_dir), prefix, stage, clips=manifest.num_rows)
     address = address or cfg.ray.address or os.environ.get("RAY_ADDRESS")
     it = (_iter_local(tasks, cfg, out_dir, prefix, stage, force) if executor == "local"
-          else _iter_ray(tasks, cfg, out_dir, prefix, stage, force, address))
+          else _iter_ray(tasks, cfg, out_dir, prefix, stage, force, address, run_id))
     for st in it:
         result.stats.append(st)
         result.skipped_shards += bool(st.get("skipped"))
@@ -152,8 +187,8 @@ def run(cfg: Config, dataset: str, data: str, out_dir: str, stage: str = "shards
     result.filtered = sum(s["filtered"] for s in result.stats)
     table = collect_tables(out_dir, prefix, [t["shard"] for t in tasks], stage)
     d = stage_dir(out_dir, stage)
-    pq.write_table(table.filter(pa.compute.equal(table["status"], "error")), os.path.join(d, "errors.parquet"))
-    pq.write_table(table.filter(pa.compute.equal(table["status"], "filtered")), os.path.join(d, "filtered.parquet"))
+    for status, name in (("error", "errors"), ("filtered", "filtered")):  # atomic: no partial table
+        write_status(os.path.join(d, f"{name}.parquet"), table.filter(pa.compute.equal(table["status"], status)).to_pylist())
     if stage == "shards":
         result.index = write_index(out_dir, prefix, result.stats, {
             "dataset": dataset, "profile": profile.name, "clips": result.clips, "ok": result.ok,

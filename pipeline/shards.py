@@ -35,8 +35,11 @@ def shard_name(prefix: str, shard: int, part: int = 0) -> str:
     return f"{prefix}-{shard:06d}" + (f"_{part}" if part else "")
 
 
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    tmp = os.path.join(os.path.dirname(path) or ".", "." + os.path.basename(path) + ".tmp")
+def atomic_write_bytes(path: str, data: bytes, tag: str | None = None) -> None:
+    """Write via ``.NAME.tmp`` (``.NAME.TAG.tmp`` with a tag: writers that may overlap, such as
+    a run's worker and an orphan of a killed run, then never share a temporary file)."""
+    base = "." + os.path.basename(path) + (f".{tag}" if tag else "") + ".tmp"
+    tmp = os.path.join(os.path.dirname(path) or ".", base)
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
@@ -51,8 +54,10 @@ class TarShardWriter:
     byte-identical shards.
     """
 
-    def __init__(self, out_dir: str, prefix: str, shard: int, max_bytes: int = 2_000_000_000):
+    def __init__(self, out_dir: str, prefix: str, shard: int, max_bytes: int = 2_000_000_000,
+                 tmp_tag: str | None = None):
         self.out_dir, self.prefix, self.shard, self.max_bytes = out_dir, prefix, shard, max_bytes
+        self.tmp_tag = tmp_tag  # temporary names .P-N.tar.TAG.tmp (see atomic_write_bytes)
         self.part = -1
         self.names: list[str] = []
         self.counts: list[int] = []
@@ -66,7 +71,7 @@ class TarShardWriter:
         name = shard_name(self.prefix, self.shard, self.part) + ".tar"
         self.names.append(name)
         self.counts.append(0)
-        self._tmp = os.path.join(self.out_dir, "." + name + ".tmp")
+        self._tmp = os.path.join(self.out_dir, "." + name + (f".{self.tmp_tag}" if self.tmp_tag else "") + ".tmp")
         self._final = os.path.join(self.out_dir, name)
         self._file = open(self._tmp, "wb")
         self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT)
@@ -115,19 +120,37 @@ class TarShardWriter:
             self._tar = self._file = None
 
 
-def write_status(path: str, rows: Iterable[dict]) -> None:
+def write_status(path: str, rows: Iterable[dict], tag: str | None = None) -> None:
     table = pa.Table.from_pylist(list(rows), schema=STATUS_SCHEMA)
     buf = io.BytesIO()
     pq.write_table(table, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue(), tag)
 
 
 def read_status(path: str) -> pa.Table:
     return pq.read_table(path, schema=STATUS_SCHEMA)
 
 
-def write_stats(path: str, stats: dict) -> None:
-    atomic_write_bytes(path, json.dumps(stats, indent=1, sort_keys=True).encode())
+def write_stats(path: str, stats: dict, tag: str | None = None) -> None:
+    atomic_write_bytes(path, json.dumps(stats, indent=1, sort_keys=True).encode(), tag)
+
+
+def remove_temp_files(d: str) -> list[str]:
+    """Remove every ``.*.tmp`` file directly in ``d`` (left by killed writers). Call it only
+    while holding the folder's run lock (no live writer of this run exists then)."""
+    removed = []
+    try:
+        names = os.listdir(d)
+    except FileNotFoundError:
+        return removed
+    for n in names:
+        if n.startswith(".") and n.endswith(".tmp"):
+            try:
+                os.remove(os.path.join(d, n))
+                removed.append(n)
+            except (FileNotFoundError, IsADirectoryError):
+                pass
+    return removed
 
 
 def read_stats(path: str) -> dict | None:

@@ -489,3 +489,48 @@ def write_mp4(path: str | os.PathLike[str], frames: np.ndarray | Iterable[np.nda
     if n == 0:
         raise ValueError("write_mp4 needs at least one frame")
     return path
+
+
+# --------------------------------------------------------------------------- VIPSeg layout
+def vipseg_ids(scene: SceneResult, background_id: int = 1, thing_category: int = 61) -> np.ndarray:
+    """``scene.ids`` as VIPSeg panoptic values (issue 3): the background -> the stuff id
+    ``background_id`` (1..124), shape k -> ``thing_category * 100 + k`` (VIPSeg's thing
+    encoding, category * 100 + instance). Returns (T, H, W) uint16."""
+    if not 0 <= int(background_id) <= 124:
+        raise ValueError(f"background_id must be a VIPSeg stuff id (0..124), got {background_id}")
+    if not 2 <= int(thing_category) <= 655 or scene.num_shapes > 100:
+        raise ValueError("thing ids must fit VIPSeg's category*100+instance in uint16 (<= 100 shapes)")
+    lut = np.array([int(background_id)] + [int(thing_category) * 100 + k for k in range(scene.num_shapes)], np.uint16)
+    return lut[scene.ids]
+
+
+def write_vipseg(root: str | os.PathLike[str], name: str, scene: SceneResult, *, background_id: int = 1,
+                 thing_category: int = 61, jpeg_quality: int = 95, first_index: int = 0,
+                 index_step: int = 1, digits: int = 8) -> dict[str, Any]:
+    """Write a scene in VIPSeg's layout (issue 3)::
+
+        root/imgs/<name>/<frame>.jpg         RGB frames (JPEG, ``jpeg_quality``)
+        root/panomasks/<name>/<frame>.png    single-channel uint16 PNG id maps (vipseg_ids)
+
+    Frame names are ``first_index + t * index_step`` zero-padded to ``digits``. Returns
+    ``{"imgs": folder, "panomasks": folder, "frames": [names], "ids": {scene id: written id}}``.
+    """
+    import cv2
+
+    root = os.fspath(root)
+    img_dir = os.path.join(root, "imgs", name)
+    mask_dir = os.path.join(root, "panomasks", name)
+    os.makedirs(img_dir, exist_ok=True)
+    os.makedirs(mask_dir, exist_ok=True)
+    ids = vipseg_ids(scene, background_id, thing_category)
+    names = []
+    for t in range(scene.num_frames):
+        stem = f"{first_index + t * index_step:0{digits}d}"
+        ok = cv2.imwrite(os.path.join(img_dir, stem + ".jpg"), np.ascontiguousarray(scene.frames[t][..., ::-1]),
+                         [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
+        ok = ok and cv2.imwrite(os.path.join(mask_dir, stem + ".png"), ids[t])
+        if not ok:
+            raise RuntimeError(f"cannot write VIPSeg frame {stem} under {root}")
+        names.append(stem)
+    mapping = {0: int(background_id), **{k + 1: int(thing_category) * 100 + k for k in range(scene.num_shapes)}}
+    return {"imgs": img_dir, "panomasks": mask_dir, "frames": names, "ids": mapping}

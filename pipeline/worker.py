@@ -42,6 +42,7 @@ class ClipProcessor:
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
+        import_plugins(getattr(cfg, "plugins", ()))
         self.profile = cfg.get_profile()
         self._flow = None
         self._entities = None
@@ -144,19 +145,27 @@ class ClipProcessor:
             return state
         return stage(state, state.get("row") or {})
 
-    def run(self, row: dict, until: str = "entities", state: dict | None = None) -> dict:
-        """Run the stages after those already in ``state`` up to ``until`` (inclusive)."""
+    def run(self, row: dict, until: str = "entities", state: dict | None = None,
+            on_stage: Callable[[str], None] | None = None) -> dict:
+        """Run the stages after those already in ``state`` up to ``until`` (inclusive).
+
+        Per-stage seconds go to ``state["timings"]`` (shard stats), never into the sample's
+        meta: a sample's content must not depend on timing. ``on_stage(name)`` is called
+        before each stage (the isolation runner uses it for per-stage timeouts)."""
         done = state.get("stages_done", []) if state else []
-        timings = (state or {}).get("meta", {}).get("timings", {})
+        timings: dict[str, float] = {}
         for stage in CLIP_STAGES[: CLIP_STAGES.index(until) + 1]:
             if stage in done:
                 continue
+            if on_stage is not None:
+                on_stage(stage)
             t0 = time.perf_counter()
             state = self.decode(row) if stage == "decode" else getattr(self, stage)(state)
             timings[stage] = round(time.perf_counter() - t0, 4)
             done = done + [stage]
         state["stages_done"] = done
-        state["meta"]["timings"] = timings
+        state["timings"] = timings
+        state["meta"].pop("timings", None)  # written by older versions into stage caches
         state["meta"]["stages_done"] = done
         return state
 
@@ -172,6 +181,57 @@ def state_from_members(members: dict[str, bytes], row: dict) -> dict:
 def _status(row: dict, shard: int, status: str, reason=None, message=None, tar=None, nbytes=None, secs=None) -> dict:
     return {"clip_id": row["clip_id"], "row": int(row["row"]), "shard": shard, "status": status,
             "reason": reason, "message": message, "tar": tar, "bytes": nbytes, "seconds": secs}
+
+
+def remove_file(path: str) -> bool:
+    try:
+        os.remove(path)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def remove_shard_leftovers(d: str, prefix: str, shard: int) -> list[str]:
+    """Remove what an interrupted attempt at a not-done shard may have left in ``d``: temporary
+    files of its tar parts, status and stats, and tar parts already renamed into place (a
+    shard is only valid once its stats file exists). Probes the known names (no listing)."""
+    name = shard_name(prefix, shard)
+    removed = [p for p in (os.path.join(d, f".{name}.parquet.tmp"), os.path.join(d, f".{name}.stats.json.tmp"))
+               if remove_file(p)]
+    part = 0
+    while True:
+        tar = shard_name(prefix, shard, part) + ".tar"
+        found = [p for p in (os.path.join(d, tar), os.path.join(d, f".{tar}.tmp")) if remove_file(p)]
+        removed += found
+        if not found and part > 0:
+            break
+        part += 1
+    if removed:
+        log.warning("shard %s: removed leftovers of an interrupted attempt: %s", name,
+                    ", ".join(os.path.basename(p) for p in removed))
+    return removed
+
+
+def import_plugins(names) -> None:
+    """Import plugin modules (dotted names, or paths of .py files) that register adapters,
+    flow backends or stages; every worker process does this before processing clips."""
+    import importlib
+    import importlib.util
+    import sys
+
+    for name in names or ():
+        if str(name).endswith(".py"):
+            mod_name = "pipeline_plugin_" + os.path.splitext(os.path.basename(name))[0]
+            if mod_name in sys.modules:
+                continue
+            spec = importlib.util.spec_from_file_location(mod_name, name)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"cannot load plugin file {name}")
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules[mod_name] = mod
+            spec.loader.exec_module(mod)
+        else:
+            importlib.import_module(name)
 
 
 def stage_dir(out_dir: str, stage: str) -> str:
@@ -204,11 +264,14 @@ def _load_stage_cache(out_dir: str, prefix: str, shard: int, target: str) -> tup
 
 def process_shard(rows: list[dict], shard: int, cfg: Config, out_dir: str, prefix: str,
                   processor: ClipProcessor, target: str = "shards", force: bool = False,
-                  clip_runner: Callable[[ClipProcessor, dict, str, dict | None], dict] | None = None) -> dict:
+                  clip_runner: Callable[[ClipProcessor, dict, str, dict | None], dict] | None = None,
+                  commit_check: Callable[[], None] | None = None) -> dict:
     """Process one shard's clips and write its output; returns its stats.
 
     Every row ends in exactly one status row (ok / error / filtered). Already-done shards
-    (stats file present) are skipped unless ``force``.
+    (stats file present) are skipped unless ``force``. Temporary files carry a tag unique to
+    this attempt. ``commit_check()`` is called before anything is renamed into place; it
+    raises when this attempt must not commit (its run was superseded).
     """
     if target not in STAGES:
         raise ValueError(f"unknown stage {target!r}; stages: {', '.join(STAGES)}")
@@ -220,12 +283,17 @@ def process_shard(rows: list[dict], shard: int, cfg: Config, out_dir: str, prefi
         if st is not None:
             st["skipped"] = True
             return st
+    if force:
+        remove_file(paths["stats"])  # not done any more until this run completes it
+    remove_shard_leftovers(d, prefix, shard)
     until = "entities" if target == "shards" else target
     cached_stage, cached, cached_status = (None, {}, {}) if force else _load_stage_cache(out_dir, prefix, shard, until)
     run = clip_runner or (lambda proc, row, until, state: proc.run(row, until, state))
-    writer = TarShardWriter(d, prefix, shard, cfg.shards.max_shard_bytes)
+    tag = f"{os.getpid()}-{os.urandom(3).hex()}"
+    writer = TarShardWriter(d, prefix, shard, cfg.shards.max_shard_bytes, tmp_tag=tag)
     status_rows, t_start = [], time.perf_counter()
     stage_seconds: dict[str, float] = {}
+    entity_stats: dict = {"mask_sources": {}, "entities": 0}  # issue 3: which mask source `auto` chose
     try:
         for row in rows:
             t0 = time.perf_counter()
@@ -236,8 +304,13 @@ def process_shard(rows: list[dict], shard: int, cfg: Config, out_dir: str, prefi
                 state = state_from_members(cached[row["clip_id"]], row) if row["clip_id"] in cached else None
                 state = run(processor, row, until, state)
                 members = encode_sample(state)
+                ent = state["meta"].get("entities")
+                if ent:
+                    srcs = entity_stats["mask_sources"]
+                    srcs[ent["mask_source"]] = srcs.get(ent["mask_source"], 0) + 1
+                    entity_stats["entities"] += int(ent.get("count", 0))
                 tar = writer.write(row["clip_id"], members)
-                for k, v in state["meta"].get("timings", {}).items():
+                for k, v in (state.get("timings") or {}).items():
                     stage_seconds[k] = stage_seconds.get(k, 0.0) + v
                 status_rows.append(_status(row, shard, STATUS_OK, tar=tar, nbytes=sum(map(len, members.values())),
                                            secs=time.perf_counter() - t0))
@@ -250,11 +323,13 @@ def process_shard(rows: list[dict], shard: int, cfg: Config, out_dir: str, prefi
                 log.warning("clip %s failed: %s", row["clip_id"], tb)
                 status_rows.append(_status(row, shard, STATUS_ERROR, "internal",
                                            f"{type(e).__name__}: {e}"[:2000], secs=time.perf_counter() - t0))
+        if commit_check is not None:
+            commit_check()
         tars = writer.close()
     except BaseException:
         writer.abort()
         raise
-    write_status(paths["status"], status_rows)
+    write_status(paths["status"], status_rows, tag)
     counts = {s: sum(r["status"] == s for r in status_rows) for s in (STATUS_OK, STATUS_ERROR, STATUS_FILTERED)}
     stats = {
         "shard": shard,
@@ -268,8 +343,11 @@ def process_shard(rows: list[dict], shard: int, cfg: Config, out_dir: str, prefi
         "bytes": int(sum(r["bytes"] or 0 for r in status_rows)),
         "seconds": round(time.perf_counter() - t_start, 3),
         "stage_seconds": {k: round(v, 3) for k, v in stage_seconds.items()},
+        "entities": entity_stats,
         "pid": os.getpid(),
     }
-    write_stats(paths["stats"], stats)  # last: marks the shard done
+    if commit_check is not None:
+        commit_check()
+    write_stats(paths["stats"], stats, tag)  # last: marks the shard done
     stats["skipped"] = False
     return stats

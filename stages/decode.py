@@ -78,6 +78,44 @@ def select_frames(num_frames: int, source_fps: float, frames: int, fps: float,
     return idx, start
 
 
+def variable_frame_times(times: np.ndarray, avg_fps: float) -> np.ndarray | None:
+    """The frame start times (s, from the first frame) when they do not follow a constant
+    rate (a variable-frame-rate source: index ``i`` is not at ``i / avg_fps``); else None.
+    Timestamps that are not finite or not increasing are ignored (None)."""
+    t = np.asarray(times, np.float64)
+    if t.ndim != 1 or len(t) < 3 or not np.all(np.isfinite(t)) or not (avg_fps > 0):
+        return None
+    t = t - t[0]
+    if np.any(np.diff(t) <= 0):
+        return None
+    # Constant rate: every frame within half a frame interval of i / fps (fps from the span).
+    fps = (len(t) - 1) / t[-1]
+    if np.abs(t - np.arange(len(t)) / fps).max() <= 0.5 / fps:
+        return None
+    return t
+
+
+def select_frames_by_time(times: np.ndarray, frames: int, fps: float,
+                          rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """Like :func:`select_frames` for a source whose frame ``i`` starts at ``times[i]`` s
+    (increasing, from 0): each profile time takes the frame whose start is nearest."""
+    times = np.asarray(times, np.float64)
+    span = (frames - 1) / fps
+    last_time = float(times[-1]) if len(times) else 0.0
+    if len(times) < 1 or last_time + 1e-6 < span:
+        raise ClipError(
+            "too_short",
+            f"{len(times)} frames (variable rate) = {max(last_time, 0):.2f} s between first and last "
+            f"frame; the profile needs {span:.2f} s ({frames} frames at {fps:g} fps)",
+        )
+    start = float(rng.uniform(0.0, max(0.0, last_time - span)))
+    want = start + np.arange(frames) / fps
+    hi = np.clip(np.searchsorted(times, want), 1, len(times) - 1)
+    lo = hi - 1
+    idx = np.where(np.abs(times[lo] - want) <= np.abs(times[hi] - want), lo, hi)
+    return idx.astype(np.int64), start
+
+
 @dataclass
 class DecodedClip:
     frames: np.ndarray  # (L, H, W, 3) uint8 RGB at the profile size
@@ -142,7 +180,10 @@ def decode_video(path: str, frames: int, fps: float, width: int, height: int, rn
     try:
         vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
     except Exception as e:  # decord raises DECORDError / RuntimeError on bad containers
-        raise ClipError("unreadable", f"decord cannot open {os.path.basename(path)}: {str(e).splitlines()[0][:300]}")
+        msg = _decord_message(e)
+        if "cannot find video stream" in msg:
+            raise ClipError("unreadable", f"{os.path.basename(path)} has no video stream (audio only?): {msg}")
+        raise ClipError("unreadable", f"decord cannot open {os.path.basename(path)}: {msg}")
     n = len(vr)
     if n > max_frames:
         raise ClipError("too_large", f"{n} frames exceed the cap of {max_frames}")
@@ -153,7 +194,16 @@ def decode_video(path: str, frames: int, fps: float, width: int, height: int, rn
             raise ClipError("decode_error", f"first frame does not decode: {str(e).splitlines()[0][:300]}")
         _check_size(w, h, width, height, max_pixels)
     src_fps = float(vr.get_avg_fps())
-    idx, start = select_frames(n, src_fps, frames, fps, rng)
+    try:
+        vfr_times = variable_frame_times(vr.get_frame_timestamp(range(n))[:, 0], src_fps) if n > 2 else None
+    except Exception:  # no usable timestamps: frames are taken as evenly spaced
+        vfr_times = None
+    if vfr_times is None:
+        idx, start = select_frames(n, src_fps, frames, fps, rng)
+        extra = {}
+    else:
+        idx, start = select_frames_by_time(vfr_times, frames, fps, rng)
+        extra = {"variable_frame_rate": True, "source_frame_times": [round(float(vfr_times[i]), 4) for i in idx]}
     g = cover_geometry(w, h, width, height)
     if g.resized_size != (w, h):
         del vr
@@ -161,17 +211,26 @@ def decode_video(path: str, frames: int, fps: float, width: int, height: int, rn
             vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1,
                                     width=g.resized_size[0], height=g.resized_size[1])
         except Exception as e:
-            raise ClipError("unreadable", f"decord cannot open resized: {str(e).splitlines()[0][:300]}")
+            raise ClipError("unreadable", f"decord cannot open resized: {_decord_message(e)}")
     try:
         batch = vr.get_batch([int(i) for i in idx]).asnumpy()
     except Exception as e:
-        raise ClipError("decode_error", f"frames {idx.min()}..{idx.max()} do not decode: {str(e).splitlines()[0][:300]}")
+        raise ClipError("decode_error", f"frames {idx.min()}..{idx.max()} do not decode: {_decord_message(e)}")
     if batch.shape[1:3] != (g.resized_size[1], g.resized_size[0]):
         import cv2
 
         batch = np.stack([cv2.resize(f, g.resized_size, interpolation=cv2.INTER_AREA) for f in batch])
     out = _crop(batch, g)
-    return DecodedClip(out, idx, src_fps, n, start, g)
+    return DecodedClip(out, idx, src_fps, n, start, g, extra=extra)
+
+
+def _decord_message(e: BaseException) -> str:
+    """decord's error text without its '[hh:mm:ss] /src/file.cc:123:' prefixes."""
+    import re
+
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    text = re.sub(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ", "", text)
+    return text.strip()[:300]
 
 
 def list_frame_files(folder: str) -> list[str]:

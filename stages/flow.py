@@ -230,14 +230,27 @@ def _make_farneback(preset: str = "medium", **kwargs: Any) -> FlowBackend:
     return FarnebackFlow(**{k: v for k, v in kwargs.items() if k not in GENERIC_OPTIONS})
 
 
+def _lazy_factory(module: str, attr: str) -> Callable[..., FlowBackend]:
+    """A factory that imports ``module`` (and so torch) only when a backend is created."""
+
+    def factory(**kwargs: Any) -> FlowBackend:
+        import importlib
+
+        return getattr(importlib.import_module(module), attr)(**kwargs)
+
+    factory.__name__ = f"lazy_{attr}"
+    factory.__qualname__ = factory.__name__
+    return factory
+
+
 # name -> factory(preset=..., **kwargs) -> FlowBackend. Factories receive the generic
 # options (device, batch_size, checkpoint, source) along with backend-specific ones.
-# GPU backends register here, e.g. FLOW_BACKENDS["raft"] = make_raft (not implemented here).
+# The torch backends live in stages/flow_torch.py, imported on first use.
 FLOW_BACKENDS: dict[str, Callable[..., FlowBackend]] = {
     "dis": _make_dis,
     "farneback": _make_farneback,
-    # "raft": ...,      # torchvision RAFT, GPU (registered by its own module)
-    # "unimatch": ...,  # UniMatch from source, GPU (registered by its own module)
+    "raft": _lazy_factory("stages.flow_torch", "make_raft"),          # torchvision RAFT
+    "unimatch": _lazy_factory("stages.flow_torch", "make_unimatch"),  # UniMatch from source
 }
 
 

@@ -1,0 +1,458 @@
+"""GPU benchmark of the model backends, with random weights (no downloads): one script, one table.
+
+    python bench/gpu.py                 # on a GPU machine: about 3-5 minutes
+    python bench/gpu.py --cpu --quick   # tiny sizes on the CPU (checks that everything runs)
+    python bench/gpu.py --unimatch-source ~/src/unimatch   # also UniMatch (source only)
+
+Prints, at the profile size 576x320 (HD):
+
+* flow pairs/s per backend, model, precision (fp32 / bf16 autocast) and batch size: RAFT
+  small and large (``stages.flow_torch.RAFTFlow``), UniMatch when its source folder is given;
+  the random weights are saved to a temporary checkpoint and loaded through the backend's
+  real loading code, as a user's weights file would be;
+* SAM automatic masks, seconds per clip (first frame), ViT-B, through the pipeline's mask
+  source (``stages.masks.SamMaskSource``; segment-anything directly if that module is absent);
+* CoTracker3 seconds per clip (16 frames, 8 queries) when the ``cotracker`` package is
+  importable (else the reason it was skipped);
+* GPU utilisation during each measurement (``nvidia-smi`` sampled every 0.1 s, else
+  ``torch.cuda.utilization``) and peak GPU memory.
+
+Random weights give the cost, not the quality: for accuracy use real checkpoints (the CPU
+benchmark ``python -m bench`` measures flow error on clips of known motion). Results also
+go to bench/results/gpu-<time>.json. A time budget (``--budget-s``) skips what is left.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Callable
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+
+
+# ----------------------------------------------------------------------------- utilisation
+class GpuSampler:
+    """Samples GPU utilisation (%) and memory in a thread while a measurement runs."""
+
+    def __init__(self, device, interval: float = 0.1):
+        self.device = device
+        self.interval = interval
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = None
+        self.source = None
+        if device.type != "cuda":
+            return
+        self.index = device.index if device.index is not None else 0
+        if shutil.which("nvidia-smi"):
+            self.source = "nvidia-smi"
+        else:
+            try:
+                import torch
+
+                torch.cuda.utilization(self.index)
+                self.source = "torch.cuda.utilization"
+            except Exception:
+                self.source = None
+
+    def _read(self) -> float | None:
+        try:
+            if self.source == "nvidia-smi":
+                out = subprocess.run(["nvidia-smi", "-i", str(self.index), "--query-gpu=utilization.gpu",
+                                      "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=5)
+                return float(out.stdout.strip().splitlines()[0])
+            if self.source:
+                import torch
+
+                return float(torch.cuda.utilization(self.index))
+        except Exception:
+            return None
+        return None
+
+    def _loop(self):
+        while not self._stop.wait(self.interval):
+            v = self._read()
+            if v is not None:
+                self.samples.append(v)
+
+    def __enter__(self):
+        if self.source:
+            self._thread = threading.Thread(target=self._loop, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def summary(self) -> dict[str, Any]:
+        if not self.samples:
+            return {"util_mean": None, "util_max": None, "util_source": self.source}
+        return {"util_mean": round(float(np.mean(self.samples)), 1), "util_max": round(float(np.max(self.samples)), 1),
+                "util_source": self.source}
+
+
+# ----------------------------------------------------------------------------- helpers
+def _sync(device):
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _measure(device, fn: Callable[[], Any], repeats: int, warmup: int = 1) -> dict[str, Any]:
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with GpuSampler(device) as smp:
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        _sync(device)
+        secs = time.perf_counter() - t0
+    out = {"seconds": round(secs, 4), "repeats": repeats, **smp.summary()}
+    if device.type == "cuda":
+        out["peak_mem_gb"] = round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2)
+    return out
+
+
+def _clip(width: int, height: int, frames: int, seed: int = 0) -> np.ndarray:
+    from pipeline.synthetic import random_scene
+
+    return random_scene(seed, width=width, height=height, num_frames=frames, max_pan=4.0).frames
+
+
+class Budget:
+    def __init__(self, seconds: float):
+        self.end = time.perf_counter() + seconds
+
+    def left(self) -> float:
+        return self.end - time.perf_counter()
+
+    def ok(self, need: float = 0.0) -> bool:
+        return self.left() > need
+
+
+# ----------------------------------------------------------------------------- flow
+def bench_raft(device, tmp: str, width: int, height: int, combos, pairs: int, budget: Budget,
+               models=("small", "large"), iters: int = 12) -> list[dict]:
+    """``combos``: (precision, batch size) pairs to measure for each model."""
+    import torch
+    from torchvision.models.optical_flow import raft_large, raft_small
+
+    from stages.flow import make_flow_backend
+
+    clip = _clip(width, height, pairs + 1, seed=1)
+    rows = []
+    for model in models:
+        torch.manual_seed(0)
+        net = (raft_small if model == "small" else raft_large)(weights=None, progress=False)
+        ckpt = os.path.join(tmp, f"raft_{model}_random.pth")
+        torch.save(net.state_dict(), ckpt)
+        del net
+        for prec, bs in combos:
+            row = {"backend": "raft", "model": f"raft_{model}", "precision": prec, "batch_size": bs,
+                   "size": f"{width}x{height}", "iters": iters}
+            if not budget.ok(15):
+                rows.append({**row, "skipped": "time budget"})
+                continue
+            try:
+                be = make_flow_backend("raft", checkpoint=ckpt, device=str(device), batch_size=bs,
+                                       precision=prec, model=model, iters=iters)
+                m = _measure(device, lambda: be.forward(clip), repeats=1 if device.type == "cpu" else 2,
+                             warmup=0 if device.type == "cpu" else 1)
+                n = pairs * m["repeats"]
+                rows.append({**row, **m, "pairs_per_s": round(n / m["seconds"], 2)})
+                del be
+            except Exception as e:  # e.g. out of memory at a large batch: report and go on
+                rows.append({**row, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"})
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    return rows
+
+
+def bench_unimatch(device, tmp: str, source: str | None, width: int, height: int, combos,
+                   pairs: int, budget: Budget) -> list[dict]:
+    import torch
+
+    from stages.flow import make_flow_backend
+    from stages.flow_torch import UNIMATCH_MODELS, import_unimatch
+
+    if not source:
+        return [{"backend": "unimatch", "skipped": "no --unimatch-source given (UniMatch is source-only: "
+                                                  "git clone https://github.com/autonomousvision/unimatch)"}]
+    try:
+        cls = import_unimatch(source)
+    except ImportError as e:
+        return [{"backend": "unimatch", "skipped": str(e)[:300]}]
+    clip = _clip(width, height, pairs + 1, seed=2)
+    model = "scale2-regrefine6"
+    torch.manual_seed(0)
+    net = cls(feature_channels=128, num_head=1, ffn_dim_expansion=4, num_transformer_layers=6, task="flow",
+              **UNIMATCH_MODELS[model]["build"])
+    ckpt = os.path.join(tmp, f"gmflow-{model}-random.pth")
+    torch.save({"model": net.state_dict()}, ckpt)
+    del net
+    rows = []
+    for prec, bs in combos:
+        row = {"backend": "unimatch", "model": model, "precision": prec, "batch_size": bs, "size": f"{width}x{height}"}
+        if not budget.ok(15):
+            rows.append({**row, "skipped": "time budget"})
+            continue
+        try:
+            be = make_flow_backend("unimatch", checkpoint=ckpt, source=source, device=str(device), batch_size=bs,
+                                   precision=prec, model=model)
+            m = _measure(device, lambda: be.forward(clip), repeats=1 if device.type == "cpu" else 2,
+                         warmup=0 if device.type == "cpu" else 1)
+            rows.append({**row, **m, "pairs_per_s": round(pairs * m["repeats"] / m["seconds"], 2)})
+            del be
+        except Exception as e:
+            rows.append({**row, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"})
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+def bench_dis_reference(width: int, height: int, pairs: int) -> list[dict]:
+    """The CPU flow of this machine for comparison (one process, OpenCV's default threads)."""
+    from stages.flow import DISFlow
+
+    clip = _clip(width, height, pairs + 1, seed=1)
+    rows = []
+    for preset in ("fast", "medium"):
+        be = DISFlow(preset)
+        be.forward(clip[:2])
+        t0 = time.perf_counter()
+        be.forward(clip)
+        s = time.perf_counter() - t0
+        rows.append({"backend": "dis (CPU)", "model": preset, "precision": "-", "batch_size": 1,
+                     "size": f"{width}x{height}", "seconds": round(s, 4), "pairs_per_s": round(pairs / s, 2)})
+    return rows
+
+
+# ----------------------------------------------------------------------------- SAM
+def bench_sam(device, tmp: str, model_type: str, width: int, height: int, clips: int, params: dict,
+              batch_sizes, budget: Budget) -> list[dict]:
+    import torch
+
+    frames = [_clip(width, height, 1, seed=10 + i) for i in range(clips)]
+    rows = []
+    try:
+        from stages.masks import SamMaskSource, build_sam_model
+
+        api = "stages.masks.SamMaskSource"
+    except ImportError:
+        SamMaskSource = build_sam_model = None
+        api = "segment_anything.SamAutomaticMaskGenerator (stages.masks absent)"
+    torch.manual_seed(0)
+    if build_sam_model is not None:
+        net = build_sam_model(model_type)
+    else:
+        from segment_anything import sam_model_registry
+
+        net = sam_model_registry[model_type](checkpoint=None)
+    ckpt = os.path.join(tmp, f"sam_{model_type}_random.pth")
+    torch.save(net.state_dict(), ckpt)
+    for bs in batch_sizes:
+        row = {"stage": "sam masks", "model": f"sam_{model_type}", "points_per_batch": bs, "api": api,
+               "size": f"{width}x{height}", "clips": clips, **{k: v for k, v in params.items()}}
+        if not budget.ok(20):
+            rows.append({**row, "skipped": "time budget"})
+            continue
+        try:
+            if SamMaskSource is not None:
+                src = SamMaskSource(model_type=model_type, checkpoint=ckpt, device=str(device), batch_size=bs,
+                                    params=params)
+                counts = []
+
+                def run():
+                    for f in frames:
+                        em = src.masks(f, None, {}, {})
+                        counts.append(len(em.ids))
+            else:
+                from segment_anything import SamAutomaticMaskGenerator
+
+                net.to(device).eval()
+                gen = SamAutomaticMaskGenerator(net, points_per_batch=bs, **params)
+                counts = []
+
+                def run():
+                    with torch.inference_mode():
+                        for f in frames:
+                            counts.append(len(gen.generate(f[0])))
+            m = _measure(device, run, repeats=1, warmup=0 if device.type == "cpu" else 1)
+            rows.append({**row, **m, "seconds_per_clip": round(m["seconds"] / clips, 3),
+                         "masks_per_clip": round(float(np.mean(counts[-clips:])), 1) if counts else 0})
+        except Exception as e:
+            rows.append({**row, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"})
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+# ----------------------------------------------------------------------------- CoTracker
+def bench_cotracker(device, tmp: str, width: int, height: int, frames: int, queries: int, clips: int,
+                    budget: Budget) -> list[dict]:
+    row = {"stage": "cotracker", "size": f"{width}x{height}", "frames": frames, "queries": queries, "clips": clips}
+    try:
+        import cotracker  # noqa: F401
+        from cotracker.models.build_cotracker import build_cotracker
+    except ImportError as e:
+        return [{**row, "skipped": f"the cotracker package is not importable ({e}); it is source-only: "
+                                  "pip install git+https://github.com/facebookresearch/co-tracker (CC BY-NC 4.0)"}]
+    if not budget.ok(20):
+        return [{**row, "skipped": "time budget"}]
+    import torch
+
+    try:
+        from stages.tracking import CoTrackerTracker
+    except ImportError as e:
+        return [{**row, "skipped": f"stages.tracking.CoTrackerTracker not available ({e})"}]
+    try:
+        torch.manual_seed(0)
+        net = build_cotracker(checkpoint=None, offline=True, window_len=60)
+        ckpt = os.path.join(tmp, "cotracker3_offline_random.pth")
+        torch.save(net.state_dict(), ckpt)
+        del net
+        tr = CoTrackerTracker(checkpoint=ckpt, device=str(device))
+        vids = [_clip(width, height, frames, seed=20 + i) for i in range(clips)]
+        rng = np.random.default_rng(0)
+        centers = np.stack([rng.uniform(0, width - 1, queries), rng.uniform(0, height - 1, queries)], 1).astype(np.float32)
+
+        def run():
+            for v in vids:
+                tr.track(v, centers)
+
+        m = _measure(device, run, repeats=1, warmup=0 if device.type == "cpu" else 1)
+        return [{**row, **m, "seconds_per_clip": round(m["seconds"] / clips, 3)}]
+    except Exception as e:
+        return [{**row, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}]
+
+
+# ----------------------------------------------------------------------------- report
+def _table(res: dict) -> str:
+    lines = [f"trajshards GPU benchmark: {res['device_name']} ({res['device']}), torch {res['torch']}, "
+             f"{res['seconds']} s, random weights (cost only)"]
+    lines.append("flow pairs/s at " + res["flow_size"])
+    lines.append(f"  {'backend':<10} {'model':<18} {'prec':<5} {'batch':>5} {'pairs/s':>9} {'util% mean/max':>15} {'mem GB':>7}")
+    for r in res["flow"]:
+        if "skipped" in r or "error" in r:
+            lines.append(f"  {r.get('backend', ''):<10} {r.get('model', ''):<18} {r.get('precision', ''):<5} "
+                         f"{r.get('batch_size', ''):>5}  {'skipped: ' + r['skipped'] if 'skipped' in r else 'error: ' + r['error']}")
+            continue
+        util = "-" if r.get("util_mean") is None else f"{r['util_mean']:.0f}/{r['util_max']:.0f}"
+        lines.append(f"  {r['backend']:<10} {r['model']:<18} {r['precision']:<5} {r['batch_size']:>5} "
+                     f"{r['pairs_per_s']:>9.1f} {util:>15} {r.get('peak_mem_gb', '-'):>7}")
+    for title, key in (("SAM automatic masks, seconds per clip", "sam"), ("CoTracker, seconds per clip", "cotracker")):
+        lines.append(title)
+        for r in res[key]:
+            if "skipped" in r or "error" in r:
+                lines.append(f"  {'skipped: ' + r['skipped'] if 'skipped' in r else 'error: ' + r['error']}")
+                continue
+            util = "-" if r.get("util_mean") is None else f"{r['util_mean']:.0f}/{r['util_max']:.0f}"
+            what = (f"{r['model']} points_per_side {r.get('points_per_side')} points_per_batch {r['points_per_batch']}, "
+                    f"{r.get('masks_per_clip')} masks" if key == "sam" else f"{r['frames']} frames, {r['queries']} queries")
+            lines.append(f"  {r['size']} {what}: {r['seconds_per_clip']:.3f} s/clip, util% {util}, "
+                         f"mem {r.get('peak_mem_gb', '-')} GB")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cpu", action="store_true", help="run on the CPU (tiny sizes with --quick)")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes and few batch sizes (a check that it runs)")
+    ap.add_argument("--device", default=None, help="torch device (default: cuda, or cpu with --cpu)")
+    ap.add_argument("--unimatch-source", default=os.environ.get("UNIMATCH_SOURCE"),
+                    help="UniMatch source folder (else UniMatch is skipped)")
+    ap.add_argument("--budget-s", type=float, default=280.0, help="stop starting measurements after this")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: torch's own; 1 with --cpu --quick, which only checks that it runs)")
+    ap.add_argument("--results", default=os.path.join(ROOT, "bench", "results"), help="JSON output folder")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    t0 = time.perf_counter()
+    threads = args.threads if args.threads else (1 if args.cpu and args.quick else None)
+    if threads:
+        torch.set_num_threads(threads)
+    if args.device:
+        device = torch.device(args.device)
+    elif args.cpu or not torch.cuda.is_available():
+        device = torch.device("cpu")
+        if not args.cpu:
+            print("no CUDA device: running on the CPU (use --cpu --quick for a short check)", file=sys.stderr)
+    else:
+        device = torch.device("cuda", 0)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = "CPU"
+    quick = args.quick
+    budget = Budget(float("inf") if quick else args.budget_s)  # quick: every section runs once
+    if quick:
+        w, h, pairs = 128, 128, 2
+        combos, models = [("fp32", 1), ("fp32", 2), ("bf16", 2)], ("small",)
+        sam_model, sam_params, sam_bs, sam_clips = "tiny_test", {"points_per_side": 4}, (16,), 1
+        co = dict(width=128, height=128, frames=4, queries=2, clips=1)
+        uni_combos = [("fp32", 1)]
+    else:
+        w, h, pairs = 576, 320, 32
+        combos = [(p, b) for p in ("fp32", "bf16") for b in (1, 4, 8, 16, 32)]
+        models = ("small", "large")
+        sam_model, sam_params, sam_bs, sam_clips = "vit_b", {"points_per_side": 32}, (64, 256), 3
+        co = dict(width=576, height=320, frames=16, queries=8, clips=3)
+        uni_combos = [(p, b) for p in ("fp32", "bf16") for b in (1, 4, 8, 16)]
+    res: dict[str, Any] = {"device": str(device), "device_name": name, "torch": torch.__version__, "quick": quick,
+                           "torch_threads": torch.get_num_threads(),
+                           "flow_size": f"{w}x{h}", "flow_pairs_per_measure": pairs}
+    tmp = tempfile.mkdtemp(prefix="bench-gpu-")
+    try:
+        print(f"[gpu bench] flow (RAFT) on {name}", file=sys.stderr, flush=True)
+        res["flow"] = bench_raft(device, tmp, w, h, combos, pairs, budget, models=models,
+                                 iters=2 if quick else 12)
+        print("[gpu bench] flow (UniMatch)", file=sys.stderr, flush=True)
+        res["flow"] += bench_unimatch(device, tmp, args.unimatch_source, w, h, uni_combos, pairs, budget)
+        res["flow"] += bench_dis_reference(w, h, pairs)
+        print("[gpu bench] SAM", file=sys.stderr, flush=True)
+        res["sam"] = bench_sam(device, tmp, sam_model, w, h, sam_clips, sam_params, sam_bs, budget)
+        print("[gpu bench] CoTracker", file=sys.stderr, flush=True)
+        res["cotracker"] = bench_cotracker(device, tmp, budget=budget, **co)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    res["seconds"] = round(time.perf_counter() - t0, 1)
+    table = _table(res)
+    res["table"] = table
+    print(table)
+    try:
+        os.makedirs(args.results, exist_ok=True)
+        path = os.path.join(args.results, f"gpu-{'quick-' if quick else ''}{time.strftime('%Y%m%d-%H%M%S')}.json")
+        with open(path, "w") as f:
+            json.dump(res, f, indent=1, default=str)
+        print(f"[gpu bench] wrote {path}", file=sys.stderr)
+    except OSError as e:
+        print(f"[gpu bench] could not write results: {e}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""DragEntity entities of a clip: first-frame masks -> incircles -> tracked centers.
+
+Public API
+----------
+``make_entity_stage(cfg, profile, processor) -> EntityStage | None``
+    Called once per worker by ``pipeline.worker.ClipProcessor``; None when entities are
+    disabled (``cfg.enabled`` false or ``cfg.masks == "none"``).
+``EntityStage(cfg, profile, processor)``
+    ``stage(state, row) -> state``: sets ``entity_ids`` (K,) int32, ``entity_mask`` (H, W)
+    uint16, ``entity_radii`` (K,) float32, ``entity_tracks`` (K, L, 2) float32,
+    ``entity_visibility`` (K, L) bool and ``meta["entities"]``. Mask sources and the tracker
+    are created on first use and reused for every clip of the worker.
+``choose_mask_source(requested, row, sam_checkpoint) -> (name, reason)``
+    The ``auto`` rule: ``gt`` when the manifest row has masks, else ``sam`` when a SAM
+    checkpoint is configured, else ``motion``.
+
+Per clip (docs/entities.md has the rules and thresholds):
+1. the mask source gives candidate ids on frame 0 (``stages.masks``);
+2. candidates under ``min_area`` pixels are dropped (``dropped_small_area``);
+3. incircle per candidate (``stages.incircle``); radius < ``min_radius`` -> dropped
+   (``dropped_small``);
+4. ids: the dataset's ids when every kept id fits in 1..65535 (gt), else 1..K in candidate
+   order (``meta.entities.source_ids`` keeps the original ids); ``entity_mask`` holds the
+   ids of the kept entities, 0 elsewhere;
+5. the tracker follows the centers through the clip (``stages.tracking``).
+
+Everything used comes from the clip state (frames, flow, meta geometry) and the manifest
+row, so the stage gives the same result on a shard resumed from a stage cache.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import ClipError
+from .incircle import incircles
+from .masks import NO_ENTITY, MaskSource, make_mask_source
+from .tracking import CenterTracker, make_tracker
+
+__all__ = ["make_entity_stage", "EntityStage", "choose_mask_source", "MASK_CHOICES", "TRACKER_CHOICES"]
+
+MASK_CHOICES = ("auto", "gt", "sam", "motion", "none")
+TRACKER_CHOICES = ("flow", "cotracker")
+UINT16_MAX = 65535
+
+
+def choose_mask_source(requested: str, row: dict, sam_checkpoint: str | None) -> tuple[str, str]:
+    """(source name, reason) for one clip."""
+    if requested == "auto":
+        if row.get("masks"):
+            return "gt", "auto: the dataset has masks"
+        if sam_checkpoint:
+            return "sam", "auto: no dataset masks; a SAM checkpoint is configured"
+        return "motion", "auto: no dataset masks and no SAM checkpoint"
+    if requested == "gt" and not row.get("masks"):
+        raise ClipError("missing_masks", f"--masks gt but dataset {row.get('dataset')!r} gives no masks for this clip")
+    return requested, "requested"
+
+
+class EntityStage:
+    """The per-worker entity stage (see the module docstring)."""
+
+    def __init__(self, cfg, profile=None, processor=None):
+        masks = str(cfg.masks).lower()
+        tracker = str(cfg.tracker).lower()
+        if masks not in MASK_CHOICES:
+            raise ValueError(f"unknown --masks {cfg.masks!r}; choose one of {', '.join(MASK_CHOICES)}")
+        if tracker not in TRACKER_CHOICES:
+            raise ValueError(f"unknown --tracker {cfg.tracker!r}; choose one of {', '.join(TRACKER_CHOICES)}")
+        self.cfg, self.profile, self.processor = cfg, profile, processor
+        self.requested, self.tracker_name = masks, tracker
+        self._sources: dict[str, MaskSource | Exception] = {}
+        self._tracker: CenterTracker | Exception | None = None
+        self._backward = None
+
+    # ---- backends (created once, failures remembered so every clip reports them cheaply)
+    def mask_source(self, name: str) -> MaskSource:
+        if name not in self._sources:
+            c = self.cfg
+            try:
+                if name == "gt":
+                    src = make_mask_source("gt", void_ids=tuple(c.void_ids), keep_background=bool(c.keep_background),
+                                           stuff_max_id=int(getattr(c, "stuff_max_id", 124)))
+                elif name == "sam":
+                    sam = dict(c.sam or {})
+                    batch = sam.pop("batch_size", None)
+                    src = make_mask_source("sam", model_type=c.sam_model, checkpoint=c.sam_checkpoint,
+                                           device=c.device, batch_size=batch, params=sam)
+                else:
+                    src = make_mask_source("motion", **dict(getattr(c, "motion", None) or {}))
+            except (ClipError, ValueError) as e:
+                src = e
+            self._sources[name] = src
+        src = self._sources[name]
+        if isinstance(src, Exception):
+            raise src
+        return src
+
+    @property
+    def tracker(self) -> CenterTracker:
+        if self._tracker is None:
+            c = self.cfg
+            try:
+                self._tracker = make_tracker(self.tracker_name, fb_threshold=c.fb_threshold,
+                                             checkpoint=c.cotracker_checkpoint, device=c.device)
+            except (ClipError, ValueError) as e:
+                self._tracker = e
+        if isinstance(self._tracker, Exception):
+            raise self._tracker
+        return self._tracker
+
+    def backward_flow(self, frames: np.ndarray) -> np.ndarray:
+        if self.processor is not None:
+            return self.processor.flow_backend.backward(frames)
+        if self._backward is None:
+            from .flow import make_flow_backend
+
+            self._backward = make_flow_backend("dis")
+        return self._backward.backward(frames)
+
+    # ---- the stage
+    def __call__(self, state: dict, row: dict) -> dict:
+        frames = np.asarray(state["frames"])
+        flow = state.get("flow")
+        meta = state["meta"]
+        c = self.cfg
+        name, reason = choose_mask_source(self.requested, row or {}, c.sam_checkpoint)
+        source = self.mask_source(name)
+        tracker = self.tracker
+        back = None
+        if getattr(source, "needs_backward_flow", False):
+            back = self.backward_flow(frames)
+        em = source.masks(frames, flow, meta, row or {}, backward_flow=back)
+        id_map, cand = em.id_map, np.asarray(em.ids, np.int64)
+        kinds = list(em.kinds) if em.kinds else ["region"] * cand.size
+
+        # areas and the two size rules
+        if cand.size:
+            lut = {int(v): i for i, v in enumerate(cand)}
+            uniq, counts = np.unique(id_map[id_map != NO_ENTITY], return_counts=True)
+            areas = np.zeros(cand.size, np.int64)
+            for v, n in zip(uniq, counts):
+                if int(v) in lut:
+                    areas[lut[int(v)]] = n
+        else:
+            areas = np.zeros(0, np.int64)
+        min_area = int(getattr(c, "min_area", 0) or 0)
+        big = areas >= max(min_area, 1)
+        centers, radii = incircles(id_map, cand[big])
+        keep_r = radii >= float(c.min_radius)
+        idx = np.flatnonzero(big)[keep_r]
+        kept, centers, radii = cand[idx], centers[keep_r], radii[keep_r]
+
+        # ids and the id map
+        if kept.size == 0 or (kept.min() >= 1 and kept.max() <= UINT16_MAX):
+            out_ids, renumbered = kept.copy(), False
+        else:
+            out_ids, renumbered = np.arange(1, kept.size + 1, dtype=np.int64), True
+        mask = np.zeros(id_map.shape, np.uint16)
+        if kept.size:
+            pos = np.searchsorted(kept, id_map) if np.all(np.diff(kept) > 0) else None
+            if pos is not None:
+                pos = np.clip(pos, 0, kept.size - 1)
+                hit = kept[pos] == id_map
+                mask[hit] = out_ids[pos[hit]].astype(np.uint16)
+            else:  # candidate order not sorted: go id by id
+                for v, o in zip(kept, out_ids):
+                    mask[id_map == v] = o
+
+        # tracks
+        length = frames.shape[0]
+        if kept.size:
+            if back is None and tracker.needs_backward_flow:
+                back = self.backward_flow(frames)
+            tracks, vis = tracker.track(frames, centers, flow=flow, backward_flow=back,
+                                        entity_mask=mask, entity_ids=out_ids, radii=radii)
+        else:
+            tracks, vis = np.zeros((0, length, 2), np.float32), np.zeros((0, length), bool)
+
+        state.update(
+            entity_ids=out_ids.astype(np.int32),
+            entity_mask=mask,
+            entity_radii=radii.astype(np.float32),
+            entity_tracks=np.asarray(tracks, np.float32),
+            entity_visibility=np.asarray(vis, bool),
+        )
+        sdesc = source.describe()
+        tdesc = tracker.describe()
+        meta["entities"] = {
+            "mask_source": name,
+            "mask_source_requested": self.requested,
+            "mask_source_reason": reason,
+            "model": sdesc.get("model"),
+            "tracker": tdesc.get("tracker", self.tracker_name),
+            "tracker_settings": tdesc,
+            "mask_settings": sdesc,
+            "mask_info": em.info,
+            "count": int(kept.size),
+            "candidates": int(cand.size),
+            "dropped_small": int((~keep_r).sum()),
+            "dropped_small_area": int((~big).sum()),
+            "dropped": {k: int(v) for k, v in em.dropped.items()},
+            "min_radius": float(c.min_radius),
+            "min_area": min_area,
+            "ids": "renumbered 1..K (see source_ids)" if renumbered else ("dataset ids" if name == "gt" else "region labels"),
+            "source_ids": [int(v) for v in kept],
+            "kinds": [kinds[i] for i in idx],
+            "areas": [int(areas[i]) for i in idx],
+            "centers": "incircle: argmax of the exact EDT (plateau tie rule, sub-pixel), radius = its maximum",
+            "visible_at_end": int(np.asarray(vis)[:, -1].sum()) if kept.size else 0,
+        }
+        return state
+
+
+def make_entity_stage(cfg, profile=None, processor=None) -> Callable[[dict, dict], dict] | None:
+    """The entity stage for ``cfg`` (an ``EntityConfig``), or None when disabled."""
+    if not getattr(cfg, "enabled", True) or str(cfg.masks).lower() == "none":
+        return None
+    return EntityStage(cfg, profile, processor)

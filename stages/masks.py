@@ -1,0 +1,667 @@
+"""Entity mask sources: one id map of the first profile frame, from ground truth, SAM or motion.
+
+Public API
+----------
+``MaskSource``                     the interface: ``masks(frames, flow, meta, row) -> EntityMasks``
+                                   and ``describe() -> dict`` (stored in the sample meta).
+``EntityMasks``                    ``id_map`` (H, W) int64 (``NO_ENTITY`` = -1 where no entity),
+                                   ``ids`` (K,) int64 candidate ids, ``kinds`` (K,) str
+                                   ("thing" | "stuff" | "region"), ``dropped`` counts by rule,
+                                   ``info`` (per-clip provenance).
+``GtMaskSource(void_ids=(0,), keep_background=True, stuff_max_id=124)``
+                                   the dataset's per-frame id maps (VIPSeg panomasks), mapped to
+                                   the profile geometry by nearest neighbour.
+``SamMaskSource(model_type="vit_b", checkpoint=PATH, device="auto", batch_size=64, params=None)``
+                                   segment-anything's automatic mask generator on frame 0.
+``MotionMaskSource(**params)``     CPU, no weights: superpixels of colour + flow, merged.
+``load_sam(model_type, checkpoint, device)``
+                                   build a segment-anything model and load a checkpoint with
+                                   ``torch.load(map_location="cpu")``, then move it to ``device``.
+``build_sam_model(model_type)``    the architecture with random weights ("vit_h", "vit_l",
+                                   "vit_b", or "tiny_test": a few-layer model for tests and
+                                   benchmarks without weights; no public checkpoint exists).
+``sam_generator_defaults()``       the automatic generator's parameters and package defaults.
+``resolve_overlaps(masks, areas, scores)``
+                                   overlapping binary masks -> one id map (rule below).
+``segment_motion(frame, flow0, backward0=None, ...)``
+                                   the motion segmentation (pure function).
+``map_ids_to_profile(ids_src, meta)`` a source-size id map -> profile geometry (nearest).
+``make_mask_source(name, **options)`` "gt" | "sam" | "motion".
+
+Rules (also in docs/entities.md)
+--------------------------------
+* gt: every id present in frame 0 is a candidate entity; ids in ``void_ids`` never are
+  (VIPSeg: 0 = VOID). VIPSeg ids are ``category`` for "stuff" (1..124) and
+  ``category * 100 + instance`` for "thing"; ids ``1..stuff_max_id`` are stuff
+  (background: sky, road, wall...). ``keep_background=False`` drops them.
+* sam overlap rule: each pixel belongs to the *smallest* mask covering it (parts and
+  objects stay whole on top of the larger regions they lie on); between masks of equal area,
+  to the one with the higher predicted IoU, then higher stability score, then the earlier
+  generator record. Implemented by painting in order of decreasing area, the winner of each
+  tie last. A mask left with no pixel is dropped ("covered"). Ids are 1..n in painting
+  order (1 = the largest surviving mask).
+* motion: see ``segment_motion``.
+"""
+from __future__ import annotations
+
+import heapq
+import inspect
+import os
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import ClipError
+
+__all__ = [
+    "NO_ENTITY",
+    "EntityMasks",
+    "MaskSource",
+    "GtMaskSource",
+    "SamMaskSource",
+    "MotionMaskSource",
+    "MASK_SOURCES",
+    "make_mask_source",
+    "map_ids_to_profile",
+    "read_id_map",
+    "resolve_overlaps",
+    "segment_motion",
+    "fb_reliability",
+    "MOTION_DEFAULTS",
+    "sam_generator_defaults",
+    "build_sam_model",
+    "load_sam",
+    "SAM_MODEL_TYPES",
+]
+
+NO_ENTITY = -1
+# VIPSeg: ids 1..124 are stuff categories, larger ids are category * 100 + instance.
+VIPSEG_STUFF_MAX_ID = 124
+MASK_EXTS = (".png", ".tif", ".tiff", ".bmp")
+
+
+@dataclass
+class EntityMasks:
+    id_map: np.ndarray                     # (H, W) int64, NO_ENTITY where no candidate
+    ids: np.ndarray                        # (K,) int64 candidate ids, as they appear in id_map
+    kinds: list[str] = field(default_factory=list)   # per id: thing | stuff | region
+    dropped: dict[str, int] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class MaskSource:
+    """Interface: one instance per worker (models loaded once), ``masks`` per clip."""
+
+    name = "base"
+    needs_backward_flow = False   # True: masks() wants the backward flow (backward_flow=...)
+
+    def describe(self) -> dict[str, Any]:
+        return {"mask_source": self.name}
+
+    def masks(self, frames: np.ndarray, flow: np.ndarray | None, meta: dict, row: dict,
+              backward_flow: np.ndarray | None = None) -> EntityMasks:
+        """frames (L, H, W, 3) uint8 RGB, flow (L-1, 2, H, W), the sample meta (geometry),
+        the manifest row -> candidate entities on frame 0."""
+        raise NotImplementedError
+
+
+def _from_label_map(labels: np.ndarray, kind: str = "region", **info: Any) -> EntityMasks:
+    """A 0-based-free label map (0 = none, 1..n regions) -> EntityMasks."""
+    ids = np.unique(labels)
+    ids = ids[ids > 0].astype(np.int64)
+    id_map = labels.astype(np.int64)
+    id_map[labels == 0] = NO_ENTITY
+    return EntityMasks(id_map, ids, [kind] * ids.size, {}, dict(info))
+
+
+# --------------------------------------------------------------------------- ground truth
+def read_id_map(path: str) -> np.ndarray:
+    """A single-channel id map (8- or 16-bit PNG, as VIPSeg's panomasks) -> (H, W) int64."""
+    import cv2
+
+    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ClipError("unreadable", f"mask {os.path.basename(path)} does not decode")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[..., 0]
+    if img.ndim != 2:
+        raise ClipError("invalid_input", f"mask {os.path.basename(path)} has {img.shape[2]} channels; "
+                                         "a single-channel id map is expected")
+    if not np.issubdtype(img.dtype, np.integer):
+        raise ClipError("invalid_input", f"mask {os.path.basename(path)} is {img.dtype}, not an integer id map")
+    return img.astype(np.int64)
+
+
+def map_ids_to_profile(ids_src: np.ndarray, meta: dict) -> np.ndarray:
+    """Map a source-size id map to the profile frame with the frames' geometry (from meta).
+
+    Profile pixel (x, y) is the source point ``((x + crop_x + 0.5) / sx - 0.5, ...)``; it takes
+    the id of the source pixel whose center is nearest (``floor((x + crop_x + 0.5) / sx)``,
+    clipped to the image): nearest neighbour, no id is ever blended or invented.
+    """
+    h_src, w_src = ids_src.shape
+    sw, sh = (int(v) for v in meta["source_size"])
+    if (w_src, h_src) != (sw, sh):
+        raise ClipError("decode_error", f"mask is {w_src}x{h_src}, the frames are {sw}x{sh}")
+    sx, sy = (float(v) for v in meta["resize_scale"])
+    cx, cy = (int(v) for v in meta["crop_offset"])
+    h = int(meta["profile"]["height"])
+    w = int(meta["profile"]["width"])
+    xs = np.clip(np.floor((np.arange(w) + cx + 0.5) / sx), 0, w_src - 1).astype(np.intp)
+    ys = np.clip(np.floor((np.arange(h) + cy + 0.5) / sy), 0, h_src - 1).astype(np.intp)
+    return ids_src[ys[:, None], xs[None, :]]
+
+
+def _mask_file(folder: str, meta: dict) -> str:
+    if not folder or not os.path.isdir(folder):
+        raise ClipError("missing_masks", f"mask folder {folder!r} does not exist")
+    names = [n for n in os.listdir(folder) if n.lower().endswith(MASK_EXTS)]
+    by_stem = {os.path.splitext(n)[0]: n for n in names}
+    frame_names = meta.get("source_frame_names")
+    if frame_names:
+        stem = os.path.splitext(frame_names[0])[0]
+        if stem not in by_stem:
+            raise ClipError("missing_masks", f"no mask for frame {frame_names[0]} in {folder}")
+        return os.path.join(folder, by_stem[stem])
+    # A video file with a mask folder: the i-th mask in numeric order is frame i.
+    stems = sorted((s for s in by_stem if s.isdigit()), key=int)
+    idx = int(meta["source_frame_indices"][0])
+    if idx >= len(stems):
+        raise ClipError("missing_masks", f"no mask for frame index {idx} in {folder} ({len(stems)} masks)")
+    return os.path.join(folder, by_stem[stems[idx]])
+
+
+class GtMaskSource(MaskSource):
+    """The dataset's own first-frame ids (``row["masks"]``: a folder of per-frame id maps)."""
+
+    name = "gt"
+
+    def __init__(self, void_ids: Sequence[int] = (0,), keep_background: bool = True,
+                 stuff_max_id: int = VIPSEG_STUFF_MAX_ID):
+        self.void_ids = tuple(int(v) for v in (void_ids or ()))
+        self.keep_background = bool(keep_background)
+        self.stuff_max_id = int(stuff_max_id)
+
+    def describe(self) -> dict[str, Any]:
+        return {"mask_source": self.name, "model": None, "void_ids": list(self.void_ids),
+                "keep_background": self.keep_background, "stuff_ids": f"1..{self.stuff_max_id}"}
+
+    def kind(self, v: int) -> str:
+        return "stuff" if 1 <= v <= self.stuff_max_id else "thing"
+
+    def masks(self, frames, flow, meta, row, backward_flow=None) -> EntityMasks:
+        path = _mask_file(row.get("masks") or "", meta)
+        ids_p = map_ids_to_profile(read_id_map(path), meta)
+        present = np.unique(ids_p)
+        void = np.isin(present, self.void_ids)
+        kinds = np.array([self.kind(int(v)) for v in present], dtype=object)
+        background = (kinds == "stuff") & ~void & (not self.keep_background)
+        keep = present[~void & ~background]
+        id_map = np.where(np.isin(ids_p, keep), ids_p, NO_ENTITY)
+        return EntityMasks(id_map.astype(np.int64), keep.astype(np.int64), [self.kind(int(v)) for v in keep],
+                           {"void": int(void.sum()), "background": int(background.sum())},
+                           {"mask_file": os.path.basename(path)})
+
+
+# --------------------------------------------------------------------------- SAM
+SAM_MODEL_TYPES = ("vit_h", "vit_l", "vit_b", "tiny_test")
+
+
+def build_sam_model(model_type: str):
+    """A segment-anything ``Sam`` with random weights, built from the package's classes."""
+    if model_type not in SAM_MODEL_TYPES:
+        raise ValueError(f"unknown SAM model type {model_type!r}; known: {', '.join(SAM_MODEL_TYPES)}")
+    if model_type != "tiny_test":
+        from segment_anything import sam_model_registry
+
+        return sam_model_registry[model_type](checkpoint=None)
+    from functools import partial
+
+    import torch
+    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    # A few-layer SAM (128 px input, 8x8 embedding, width 32) for tests and weight-free benchmarks.
+    img, patch, dim = 128, 16, 32
+    return Sam(
+        image_encoder=ImageEncoderViT(img_size=img, patch_size=patch, embed_dim=dim, depth=1, num_heads=2,
+                                      mlp_ratio=2, out_chans=dim, qkv_bias=True, use_rel_pos=True,
+                                      norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+                                      window_size=0, global_attn_indexes=(0,)),
+        prompt_encoder=PromptEncoder(embed_dim=dim, image_embedding_size=(img // patch, img // patch),
+                                     input_image_size=(img, img), mask_in_chans=4),
+        mask_decoder=MaskDecoder(num_multimask_outputs=3,
+                                 transformer=TwoWayTransformer(depth=1, embedding_dim=dim, mlp_dim=64, num_heads=2),
+                                 transformer_dim=dim, iou_head_depth=2, iou_head_hidden_dim=32),
+        pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375],
+    ).eval()
+
+
+def _resolve_device(device: str | None) -> str:
+    import torch
+
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
+def load_sam(model_type: str, checkpoint: str, device: str = "auto"):
+    """Build ``model_type`` and load ``checkpoint`` into it: ``torch.load(map_location="cpu")``
+    (segment-anything's own loader omits map_location, which fails for GPU-saved files on
+    CPU hosts), strict ``load_state_dict``, then ``.to(device)``, eval mode."""
+    import torch
+
+    if not checkpoint:
+        raise ClipError("backend_unavailable", "the 'sam' mask source needs --sam-checkpoint PATH "
+                                               "(sam_vit_b_01ec64.pth, sam_vit_l_0b3195.pth or sam_vit_h_4b8939.pth)")
+    if not os.path.isfile(checkpoint):
+        raise ClipError("backend_unavailable", f"SAM checkpoint {checkpoint} does not exist")
+    model = build_sam_model(model_type)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ClipError("backend_unavailable", f"SAM checkpoint {os.path.basename(checkpoint)} does not fit model "
+                                               f"type {model_type!r}: {str(e).splitlines()[0][:300]}") from None
+    return model.to(_resolve_device(device)).eval()
+
+
+# Parameters of SamAutomaticMaskGenerator we do not expose: the model, explicit point grids,
+# and the output mode (we need binary masks).
+_SAM_FIXED = ("self", "model", "point_grids", "output_mode")
+
+
+def sam_generator_defaults() -> dict[str, Any]:
+    """SamAutomaticMaskGenerator's parameters with the installed package's defaults."""
+    from segment_anything import SamAutomaticMaskGenerator
+
+    sig = inspect.signature(SamAutomaticMaskGenerator.__init__)
+    return {k: p.default for k, p in sig.parameters.items() if k not in _SAM_FIXED}
+
+
+def resolve_overlaps(masks: Sequence[np.ndarray], areas: Sequence[float] | None = None,
+                     scores: Sequence[Sequence[float]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Overlapping binary masks -> one id map (0 = none) and, per input mask, its id (0 when
+    it kept no pixel).
+
+    Rule: a pixel belongs to the covering mask with the smallest area (``areas``, default
+    the pixel counts); among equal areas to the one with the higher ``scores`` (a tuple per
+    mask compared in order, e.g. (predicted_iou, stability_score)), then to the earlier mask.
+    Masks are painted in order of decreasing area, each tie's winner last. Surviving masks
+    get ids 1..n in painting order.
+    """
+    n = len(masks)
+    if n == 0:
+        raise ValueError("resolve_overlaps needs at least one mask (the shape comes from them)")
+    ms = [np.asarray(m, bool) for m in masks]
+    area = [float(a) for a in areas] if areas is not None else [float(m.sum()) for m in ms]
+    sc = [tuple(float(v) for v in s) for s in scores] if scores is not None else [()] * n
+    order = sorted(range(n), key=lambda i: (-area[i], sc[i], -i))   # the last painted wins
+    paint = np.zeros(ms[0].shape, np.int64)
+    for rank, i in enumerate(order, start=1):
+        paint[ms[i]] = rank
+    present = np.zeros(n + 1, bool)
+    present[np.unique(paint)] = True
+    new_id = np.zeros(n + 1, np.int64)
+    new_id[np.flatnonzero(present[1:]) + 1] = np.arange(1, int(present[1:].sum()) + 1)
+    labels = new_id[paint]
+    per_mask = np.zeros(n, np.int64)
+    for rank, i in enumerate(order, start=1):
+        per_mask[i] = new_id[rank]
+    return labels, per_mask
+
+
+class SamMaskSource(MaskSource):
+    """segment-anything's automatic mask generator on the first profile frame.
+
+    ``model_type``: vit_h | vit_l | vit_b (or tiny_test); ``checkpoint``: the weights file;
+    ``device``: auto | cuda | cpu; ``batch_size``: prompts per forward pass
+    (``points_per_batch``: the generator's batching; raise it on a GPU);
+    ``params``: SamAutomaticMaskGenerator parameters (``sam_generator_defaults()``: package
+    defaults), e.g. ``{"points_per_side": 32, "pred_iou_thresh": 0.88}``.
+    """
+
+    name = "sam"
+
+    def __init__(self, model_type: str = "vit_b", checkpoint: str | None = None, device: str = "auto",
+                 batch_size: int | None = None, params: dict[str, Any] | None = None):
+        try:
+            from segment_anything import SamAutomaticMaskGenerator
+        except ImportError as e:
+            raise ClipError("backend_unavailable", "the 'sam' mask source needs segment-anything "
+                                                   f"(pip install segment-anything==1.0): {e}") from None
+        defaults = sam_generator_defaults()
+        params = dict(params or {})
+        unknown = sorted(set(params) - set(defaults))
+        if unknown:
+            raise ValueError(f"unknown SAM generator parameter(s) {', '.join(unknown)}; valid: {', '.join(defaults)}")
+        if batch_size is not None:
+            params["points_per_batch"] = int(batch_size)
+        self.params = {**defaults, **params}
+        self.model_type, self.checkpoint = model_type, checkpoint
+        self.model = load_sam(model_type, checkpoint, device)
+        self.device = str(next(self.model.parameters()).device)
+        self.generator = SamAutomaticMaskGenerator(self.model, output_mode="binary_mask", **self.params)
+
+    def describe(self) -> dict[str, Any]:
+        return {"mask_source": self.name, "model": f"sam_{self.model_type}",
+                "checkpoint": os.path.basename(self.checkpoint or ""), "device": self.device,
+                "generator": {k: v for k, v in self.params.items()},
+                "overlap_rule": "decreasing area; each pixel to the smallest covering mask"}
+
+    def generate(self, frame: np.ndarray) -> list[dict[str, Any]]:
+        """The generator's raw records for one RGB uint8 frame."""
+        import torch
+
+        with torch.inference_mode():
+            return self.generator.generate(np.ascontiguousarray(frame))
+
+    def masks(self, frames, flow, meta, row, backward_flow=None) -> EntityMasks:
+        frame = np.asarray(frames[0])
+        recs = self.generate(frame)
+        if not recs:
+            return EntityMasks(np.full(frame.shape[:2], NO_ENTITY, np.int64), np.zeros(0, np.int64), [],
+                               {"covered": 0}, {"sam_masks": 0})
+        labels, per_mask = resolve_overlaps([r["segmentation"] for r in recs], [r["area"] for r in recs],
+                                            [(r.get("predicted_iou", 0.0), r.get("stability_score", 0.0)) for r in recs])
+        out = _from_label_map(labels, "region", sam_masks=len(recs))
+        out.dropped["covered"] = int((per_mask == 0).sum())
+        return out
+
+
+# --------------------------------------------------------------------------- motion
+MOTION_DEFAULTS: dict[str, Any] = {
+    "cell": 16,            # superpixel grid step (px)
+    "iterations": 3,       # superpixel (k-means) iterations
+    "color_weight": 10.0,  # superpixels: Lab distance that counts as one grid step
+    "flow_weight": 0.5,    # superpixels: flow difference (px) that counts as one grid step
+    "merge_color": 30.0,   # merging: Lab distance scale
+    "merge_flow": 2.0,     # merging: flow difference scale (px/frame)
+    "merge_threshold": 1.0,  # merge adjacent regions while their scaled distance is below this
+    "min_region": 0.003,   # regions smaller than this fraction of the frame are merged into their closest neighbour
+    "fb_threshold": 1.5,   # flow is trusted where |F(p) + B(p + F(p))| < this (px), when B is given
+    "min_reliable": 0.25,  # a region's flow counts in merging when this fraction of its pixels is trusted
+}
+
+
+def _lab(frame: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.cvtColor(np.ascontiguousarray(frame).astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
+
+
+def fb_reliability(flow0: np.ndarray, backward0: np.ndarray, threshold: float) -> np.ndarray:
+    """(H, W) bool: forward-backward consistent pixels, ``|F(p) + B(p + F(p))| < threshold``
+    (bilinear sampling of B; a target outside the frame is unreliable)."""
+    import cv2
+
+    h, w = flow0.shape[1:]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    tx, ty = xs + flow0[0], ys + flow0[1]
+    bx = cv2.remap(np.ascontiguousarray(backward0[0], np.float32), tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    by = cv2.remap(np.ascontiguousarray(backward0[1], np.float32), tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    inside = (tx >= 0) & (tx <= w - 1) & (ty >= 0) & (ty <= h - 1)
+    return inside & ((flow0[0] + bx) ** 2 + (flow0[1] + by) ** 2 < float(threshold) ** 2)
+
+
+def _superpixels(color: np.ndarray, flow: np.ndarray, weight: np.ndarray, cell: int, iterations: int) -> np.ndarray:
+    """SLIC-style clustering. ``color`` (H, W, 3) and ``flow`` (H, W, 2) are already scaled so
+    that one unit weighs as one grid step; the flow term of a pixel counts only where
+    ``weight`` (H, W) is 1 (trusted flow), and seeds average the flow of trusted pixels.
+    Each pixel picks among the 3x3 seeds around its grid cell."""
+    h, w = color.shape[:2]
+    ny, nx = max(1, -(-h // cell)), max(1, -(-w // cell))
+    ys, xs = np.mgrid[0:h, 0:w]
+    gy, gx = np.minimum(ys // cell, ny - 1), np.minimum(xs // cell, nx - 1)
+    base = np.concatenate([color, np.stack([xs / cell, ys / cell], -1)], -1).reshape(-1, 5).astype(np.float32)
+    fl = flow.reshape(-1, 2).astype(np.float32)
+    wt = weight.reshape(-1).astype(np.float32)
+    lab0 = (gy * nx + gx).ravel()
+    k = ny * nx
+
+    def means(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        counts = np.bincount(labels, minlength=k)
+        b = np.stack([np.bincount(labels, weights=base[:, j], minlength=k) for j in range(5)], 1)
+        wsum = np.bincount(labels, weights=wt, minlength=k)
+        f = np.stack([np.bincount(labels, weights=fl[:, j] * wt, minlength=k) for j in range(2)], 1)
+        return b / np.maximum(counts, 1)[:, None], f / np.maximum(wsum, 1e-9)[:, None], counts
+
+    sb, sf, _ = means(lab0)
+    cand = []
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            cy, cx = gy + dy, gx + dx
+            ok = (cy >= 0) & (cy < ny) & (cx >= 0) & (cx < nx)
+            cand.append(np.where(ok, cy * nx + cx, -1).ravel())
+    labels = lab0
+    for _ in range(iterations):
+        sb32, sf32 = sb.astype(np.float32), sf.astype(np.float32)
+        best = np.full(base.shape[0], np.inf, np.float32)
+        new = lab0.copy()
+        for ci in cand:                                            # first candidate wins ties
+            j = np.maximum(ci, 0)
+            db = base - sb32[j]
+            df = fl - sf32[j]
+            d = np.einsum("ij,ij->i", db, db) + wt * np.einsum("ij,ij->i", df, df)
+            d[ci < 0] = np.inf
+            better = d < best
+            best[better] = d[better]
+            new[better] = ci[better]
+        labels = new
+        mb, mf, counts = means(labels)
+        live = (counts > 0)[:, None]
+        sb, sf = np.where(live, mb, sb), np.where(live, mf, sf)
+    return labels.reshape(h, w)
+
+
+def _connected_fragments(labels: np.ndarray) -> np.ndarray:
+    """Split every label into its 4-connected components: -> 0..n-1."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    h, w = labels.shape
+    idx = np.arange(h * w).reshape(h, w)
+    a = [idx[:, :-1][labels[:, :-1] == labels[:, 1:]], idx[:-1][labels[:-1] == labels[1:]]]
+    b = [idx[:, 1:][labels[:, :-1] == labels[:, 1:]], idx[1:][labels[:-1] == labels[1:]]]
+    a, b = np.concatenate(a), np.concatenate(b)
+    g = coo_matrix((np.ones(a.size, np.int8), (a, b)), shape=(h * w, h * w))
+    _, comp = connected_components(g, directed=False)
+    return comp.reshape(h, w)
+
+
+def _merge_regions(frag: np.ndarray, color: np.ndarray, flow: np.ndarray, weight: np.ndarray,
+                   threshold: float, min_region: int, min_reliable: float) -> np.ndarray:
+    """Agglomerative merging of adjacent fragments by the distance of their mean features
+    (already scaled): sqrt(|dcolor|^2 + |dflow|^2), where the flow term counts only when both
+    regions have trusted flow on at least ``min_reliable`` of their pixels (their flow mean is
+    over trusted pixels). Repeatedly merge the closest adjacent pair while its distance is
+    below ``threshold`` (means updated after each merge), then merge every region smaller
+    than ``min_region`` px into its closest neighbour. Returns labels 1..n numbered by
+    decreasing area (ties: first pixel in row-major order)."""
+    n = int(frag.max()) + 1
+    flat = frag.ravel()
+    size = np.bincount(flat, minlength=n).astype(np.float64)
+    wt = weight.reshape(-1).astype(np.float64)
+    csum = np.stack([np.bincount(flat, weights=color.reshape(-1, 3)[:, j].astype(np.float64), minlength=n)
+                     for j in range(3)], 1)
+    fsum = np.stack([np.bincount(flat, weights=flow.reshape(-1, 2)[:, j].astype(np.float64) * wt, minlength=n)
+                     for j in range(2)], 1)
+    wsum = np.bincount(flat, weights=wt, minlength=n)
+    pairs = np.concatenate([np.stack([frag[:, :-1].ravel(), frag[:, 1:].ravel()], 1),
+                            np.stack([frag[:-1].ravel(), frag[1:].ravel()], 1)])
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    pairs = np.unique(np.sort(pairs, 1), axis=0)
+    nbrs: list[set[int]] = [set() for _ in range(n)]
+    for i, j in pairs:
+        nbrs[int(i)].add(int(j))
+        nbrs[int(j)].add(int(i))
+    parent = list(range(n))
+    version = [0] * n
+    # plain Python floats: the merge loop calls dist() thousands of times
+    sz, ws = size.tolist(), wsum.tolist()
+    cs, fs = csum.tolist(), fsum.tolist()
+
+    def dist(i: int, j: int) -> float:
+        si, sj = sz[i], sz[j]
+        a, b = cs[i], cs[j]
+        d2 = (a[0] / si - b[0] / sj) ** 2 + (a[1] / si - b[1] / sj) ** 2 + (a[2] / si - b[2] / sj) ** 2
+        wi, wj = ws[i], ws[j]
+        if wi > 0 and wj > 0 and wi >= min_reliable * si and wj >= min_reliable * sj:
+            fa, fb = fs[i], fs[j]
+            d2 += (fa[0] / wi - fb[0] / wj) ** 2 + (fa[1] / wi - fb[1] / wj) ** 2
+        return d2 ** 0.5
+
+    def merge(i: int, j: int) -> int:
+        """Merge j into i (both roots); returns i."""
+        sz[i] += sz[j]
+        ws[i] += ws[j]
+        cs[i] = [x + y for x, y in zip(cs[i], cs[j])]
+        fs[i] = [x + y for x, y in zip(fs[i], fs[j])]
+        parent[j] = i
+        for k in nbrs[j]:
+            if k != i:
+                nbrs[k].discard(j)
+                nbrs[k].add(i)
+                nbrs[i].add(k)
+        nbrs[i].discard(j)
+        nbrs[j] = set()
+        version[i] += 1
+        version[j] += 1
+        return i
+
+    heap = [(dist(int(i), int(j)), int(i), int(j), 0, 0) for i, j in pairs]
+    heapq.heapify(heap)
+    while heap:
+        d, i, j, vi, vj = heapq.heappop(heap)
+        if d >= threshold:
+            break
+        if parent[i] != i or parent[j] != j or version[i] != vi or version[j] != vj:
+            continue
+        r = merge(i, j)
+        for k in nbrs[r]:
+            heapq.heappush(heap, (dist(r, k), r, k, version[r], version[k]))
+    # Small leftovers: smallest first, into the closest neighbour (ties: lower index).
+    roots = [i for i in range(n) if parent[i] == i]
+    for i in sorted(roots, key=lambda r: (sz[r], r)):
+        if parent[i] != i or sz[i] >= min_region or not nbrs[i]:
+            continue
+        j = min(nbrs[i], key=lambda k: (dist(i, k), k))
+        merge(j, i)
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    root = np.array([find(i) for i in range(n)])
+    lab = root[frag]
+    uniq, first, counts = np.unique(lab.ravel(), return_index=True, return_counts=True)
+    order = sorted(range(uniq.size), key=lambda k: (-counts[k], first[k]))
+    lut = np.zeros(n, np.int64)
+    lut[uniq[order]] = np.arange(1, uniq.size + 1)
+    return lut[lab]
+
+
+def segment_motion(frame: np.ndarray, flow0: np.ndarray, backward0: np.ndarray | None = None,
+                   **params: Any) -> np.ndarray:
+    """Segment a frame into regions that are coherent in colour and in motion.
+
+    frame ``(H, W, 3)`` uint8 RGB, flow0 ``(2, H, W)`` its forward flow to the next frame,
+    backward0 ``(2, H, W)`` (optional) the backward flow from the next frame to it.
+    Returns labels ``(H, W)`` int64 in 1..n (every pixel labelled; 1 = largest region).
+
+    Method (parameters in ``MOTION_DEFAULTS``):
+    1. Features per pixel: CIE Lab colour (OpenCV, L in 0..100) of the frame after a 5x5
+       Gaussian blur, and the flow after a 5x5 median filter. Trusted flow: with
+       ``backward0``, pixels whose forward-backward error ``|F(p) + B(p + F(p))|`` is under
+       ``fb_threshold`` px (the flow around a moving object's boundary, where the estimator
+       smears the object's motion onto the background, fails this test); without it, all.
+    2. Superpixels: SLIC-style k-means on (Lab / color_weight, flow / flow_weight,
+       position / cell), the flow term only for trusted pixels, seeds on a ``cell`` grid,
+       ``iterations`` rounds, each pixel choosing among the 3x3 nearest seeds; every
+       superpixel is then split into its 4-connected pieces.
+    3. Merging: adjacent pieces are merged greedily, closest first, while the distance of
+       their means sqrt((dLab / merge_color)^2 + (dflow / merge_flow)^2) is below
+       ``merge_threshold`` (region flow = mean over trusted pixels; the flow term is left out
+       unless both regions have at least ``min_reliable`` trusted pixels); means are updated
+       after each merge; regions smaller than ``min_region`` (a fraction of the frame area)
+       are finally merged into their closest neighbour.
+    So two regions stay apart when they differ clearly in colour *or* in trusted motion: a
+    moving object of the background's colour is separated by its flow, a still object by its
+    colour. Deterministic for its inputs.
+    """
+    import cv2
+
+    p = {**MOTION_DEFAULTS, **params}
+    unknown = sorted(set(params) - set(MOTION_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown motion segmentation parameter(s) {', '.join(unknown)}; valid: {', '.join(MOTION_DEFAULTS)}")
+    frame = np.asarray(frame)
+    flow0 = np.asarray(flow0, np.float32)
+    if frame.ndim != 3 or flow0.shape != (2,) + frame.shape[:2]:
+        raise ValueError(f"frame (H, W, 3) and flow (2, H, W) expected, got {frame.shape} and {flow0.shape}")
+    if backward0 is not None:
+        backward0 = np.asarray(backward0, np.float32)
+        if backward0.shape != flow0.shape:
+            raise ValueError(f"backward flow must be {flow0.shape}, got {backward0.shape}")
+        trusted = fb_reliability(flow0, backward0, float(p["fb_threshold"]))
+    else:
+        trusted = np.ones(frame.shape[:2], bool)
+    lab = _lab(cv2.GaussianBlur(frame, (5, 5), 0))
+    fl = np.stack([cv2.medianBlur(np.ascontiguousarray(f), 5) for f in flow0], -1)
+    cell = int(p["cell"])
+    sp = _superpixels(lab / float(p["color_weight"]), fl / float(p["flow_weight"]), trusted, cell, int(p["iterations"]))
+    frag = _connected_fragments(sp)
+    min_px = int(round(float(p["min_region"]) * frame.shape[0] * frame.shape[1]))
+    return _merge_regions(frag, lab / float(p["merge_color"]), fl / float(p["merge_flow"]), trusted,
+                          float(p["merge_threshold"]), min_px, float(p["min_reliable"]))
+
+
+class MotionMaskSource(MaskSource):
+    """Regions of frame 0 coherent in colour and flow (``segment_motion``): CPU, no weights.
+
+    Provenance: ``meta.entities.mask_source == "motion"`` and ``model == "motion-seg-v1"``;
+    these are not SAM masks and not object masks (one object may span several regions, one
+    region several touching objects of like colour and motion)."""
+
+    name = "motion"
+    MODEL = "motion-seg-v1"
+
+    def __init__(self, **params: Any):
+        unknown = sorted(set(params) - set(MOTION_DEFAULTS))
+        if unknown:
+            raise ValueError(f"unknown motion segmentation parameter(s) {', '.join(unknown)}")
+        self.params = {**MOTION_DEFAULTS, **params}
+
+    def describe(self) -> dict[str, Any]:
+        return {"mask_source": self.name, "model": self.MODEL, "params": dict(self.params),
+                "note": "colour+flow regions, not SAM"}
+
+    needs_backward_flow = True
+
+    def masks(self, frames, flow, meta, row, backward_flow=None) -> EntityMasks:
+        if flow is None or len(flow) == 0:
+            raise ValueError("the motion mask source needs the forward flow")
+        back0 = None if backward_flow is None else np.asarray(backward_flow[0])
+        labels = segment_motion(np.asarray(frames[0]), np.asarray(flow[0]), back0, **self.params)
+        return _from_label_map(labels, "region", fb_checked=back0 is not None)
+
+
+# --------------------------------------------------------------------------- registry
+def make_mask_source(name: str, **options: Any) -> MaskSource:
+    """``gt`` (void_ids, keep_background, stuff_max_id) | ``sam`` (model_type, checkpoint,
+    device, batch_size, params) | ``motion`` (segment_motion parameters)."""
+    key = str(name).lower()
+    if key == "gt":
+        return GtMaskSource(**options)
+    if key == "sam":
+        return SamMaskSource(**options)
+    if key == "motion":
+        return MotionMaskSource(**options)
+    raise ValueError(f"unknown mask source {name!r}; known: {', '.join(MASK_SOURCES)}")
+
+
+MASK_SOURCES = ("gt", "sam", "motion")
