@@ -12,6 +12,16 @@ TARGETS = {
 }
 
 
+LABELS = {
+    "decode": "  decode (decord, resized; + JPEG round trip)",
+    "jpeg_round_trip": "  JPEG round trip alone (part of decode)",
+    "entities": "  entities (default: motion masks, flow tracker)",
+    "shard_writing": "  shard writing (encode_sample + tar)",
+    "flow_codec": "  flow codec alone (encode_flow)",
+    "state_pickle": "  isolation hand-off (pickle round trip)",
+}
+
+
 def _get(d: Any, *keys, default=None):
     for k in keys:
         if not isinstance(d, dict) or k not in d:
@@ -83,16 +93,20 @@ def format_table(r: dict) -> str:
     def sep(label=""):
         rows.append((label, "", ""))
 
-    add("clips", lambda k: _f(_get(r, "clips", k)))
+    add("clips (of which in the per-stage loop)",
+        lambda k: f"{_f(_get(r, 'clips', k))} ({_f(_get(r, k, 'per_stage', 'clips'))})")
     sep("per stage, one process [clips/s (ms/clip)]")
-    stages = list((_get(r, "hd", "per_stage", "stages") or {}).keys())
+    order = ["decode", "jpeg_round_trip", "flow", "motion", "trajectories", "entities", "shard_writing",
+             "flow_codec", "state_pickle"]
+    found = list((_get(r, "hd", "per_stage", "stages") or _get(r, "ld", "per_stage", "stages") or {}).keys())
+    stages = [s for s in order if s in found] + [s for s in found if s not in order]
     for s in stages:
         def cell(k, s=s):
             st = _get(r, k, "per_stage", "stages", s) or {}
             if not st.get("clips"):
                 return "-"
             return f"{_f(st.get('clips_per_s'))} ({_f(st.get('ms_per_clip'))})"
-        add(f"  {s}", cell)
+        add(LABELS.get(s, f"  {s}"), cell)
     add("  all stages + shard writing", lambda k: _f(_get(r, k, "per_stage", "all_stages_clips_per_s")))
     add("  clip state handed over by isolation (MB)", lambda k: _f(_get(r, k, "per_stage", "state_pickle_mb_per_clip"), 2))
     sep("lower bound and end to end")

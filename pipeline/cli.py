@@ -73,6 +73,12 @@ def run(
         })
         options = dict(_parse_option(o) for o in dataset_option)
         cfg.get_profile()
+        from stages.entities import MASK_CHOICES, TRACKER_CHOICES
+
+        if cfg.entities.masks not in MASK_CHOICES:
+            raise ValueError(f"--masks must be one of {', '.join(MASK_CHOICES)}, got {cfg.entities.masks!r}")
+        if cfg.entities.tracker not in TRACKER_CHOICES:
+            raise ValueError(f"--tracker must be one of {', '.join(TRACKER_CHOICES)}, got {cfg.entities.tracker!r}")
     except (ValueError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2)

@@ -455,6 +455,15 @@ def format_run_summary(res) -> str:
         rows = [[k, f"{secs[k]:.2f}", f"{secs[k] / total:.0%}",
                  f"{ok_done / secs[k]:.2f}" if secs[k] > 0 else "-"] for k in _stage_order(secs)]
         lines += ["", _table(["stage", "seconds (all workers)", "share", "clips/s per worker"], rows), ""]
+    sources: Counter = Counter()
+    entities = 0
+    for st in res.stats:
+        ent = st.get("entities") or {}
+        sources.update(ent.get("mask_sources") or {})
+        entities += int(ent.get("entities") or 0)
+    if sources:
+        used = ", ".join(f"{k} for {v} clip(s)" for k, v in sorted(sources.items()))
+        lines.append(f"entities: {entities} in {sum(sources.values())} clips; mask source used: {used}")
     sub = "" if res.stage == "shards" else f"_stages/{res.stage}/"
     if res.index:
         lines.append(f"shards: {res.out_dir}/{res.index['url'] or 'index.json'}  ({res.index['samples']} samples)")
