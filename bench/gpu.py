@@ -312,7 +312,7 @@ def bench_cotracker(device, tmp: str, width: int, height: int, frames: int, quer
     row = {"stage": "cotracker", "size": f"{width}x{height}", "frames": frames, "queries": queries, "clips": clips}
     try:
         import cotracker  # noqa: F401
-        from cotracker.models.build_cotracker import build_cotracker
+        from cotracker.predictor import CoTrackerPredictor
     except ImportError as e:
         return [{**row, "skipped": f"the cotracker package is not importable ({e}); it is source-only: "
                                   "pip install git+https://github.com/facebookresearch/co-tracker (CC BY-NC 4.0)"}]
@@ -326,10 +326,11 @@ def bench_cotracker(device, tmp: str, width: int, height: int, frames: int, quer
         return [{**row, "skipped": f"stages.tracking.CoTrackerTracker not available ({e})"}]
     try:
         torch.manual_seed(0)
-        net = build_cotracker(checkpoint=None, offline=True, window_len=60)
+        # random weights: the predictor builds its model without loading when checkpoint is None
+        pred = CoTrackerPredictor(checkpoint=None)
         ckpt = os.path.join(tmp, "cotracker3_offline_random.pth")
-        torch.save(net.state_dict(), ckpt)
-        del net
+        torch.save(pred.model.state_dict(), ckpt)
+        del pred
         tr = CoTrackerTracker(checkpoint=ckpt, device=str(device))
         vids = [_clip(width, height, frames, seed=20 + i) for i in range(clips)]
         rng = np.random.default_rng(0)
