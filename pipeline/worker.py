@@ -241,7 +241,6 @@ def stage_dir(out_dir: str, stage: str) -> str:
 def _load_stage_cache(out_dir: str, prefix: str, shard: int, target: str) -> tuple[str | None, dict, dict]:
     """The most advanced completed stage cache before ``target`` for this shard, if any."""
     import pyarrow.parquet as pq
-    import webdataset as wds  # noqa: F401  (tar reading below is plain tarfile)
     import tarfile
 
     stages = CLIP_STAGES[: CLIP_STAGES.index(target) + 1] if target in CLIP_STAGES else CLIP_STAGES
