@@ -48,6 +48,15 @@ def _check_frames(frames: np.ndarray, what: str = "frames") -> np.ndarray:
     return frames
 
 
+def check_pairs(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Validate the (src, dst) frame batches of ``FlowBackend.pairs``."""
+    src = _check_frames(src, "src")
+    dst = _check_frames(dst, "dst")
+    if src.shape != dst.shape:
+        raise ValueError(f"src and dst shapes differ: {src.shape} vs {dst.shape}")
+    return src, dst
+
+
 class FlowBackend:
     """Interface of a dense optical-flow estimator.
 
@@ -110,10 +119,7 @@ class _GrayPairBackend(FlowBackend):
         return out
 
     def pairs(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-        src = _check_frames(src, "src")
-        dst = _check_frames(dst, "dst")
-        if src.shape != dst.shape:
-            raise ValueError(f"src and dst shapes differ: {src.shape} vs {dst.shape}")
+        src, dst = check_pairs(src, dst)
         return self._run(self._gray(src), self._gray(dst), src.shape[1], src.shape[2])
 
     def forward(self, frames: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .flow import GENERIC_OPTIONS, FlowBackend, _check_frames
+from .flow import GENERIC_OPTIONS, FlowBackend, _check_frames, check_pairs
 
 __all__ = [
     "PRECISIONS",
@@ -209,10 +209,7 @@ class TorchFlowBackend(FlowBackend):
 
     # ---- FlowBackend
     def pairs(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-        src = _check_frames(src, "src")
-        dst = _check_frames(dst, "dst")
-        if src.shape != dst.shape:
-            raise ValueError(f"src and dst shapes differ: {src.shape} vs {dst.shape}")
+        src, dst = check_pairs(src, dst)
         n = len(src)
         if n == 0:
             return np.zeros((0, 2) + src.shape[1:3], np.float32)
