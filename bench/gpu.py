@@ -235,7 +235,7 @@ def bench_dis_reference(width: int, height: int, pairs: int) -> list[dict]:
 
     clip = _clip(width, height, pairs + 1, seed=1)
     rows = []
-    for preset in ("fast", "medium"):
+    for preset in ("fast", "balanced", "medium"):
         be = DISFlow(preset)
         be.forward(clip[:2])
         t0 = time.perf_counter()

@@ -108,10 +108,10 @@ def format_table(r: dict) -> str:
             return f"{_f(st.get('clips_per_s'))} ({_f(st.get('ms_per_clip'))})"
         add(LABELS.get(s, f"  {s}"), cell)
     add("  all stages + shard writing", lambda k: _f(_get(r, k, "per_stage", "all_stages_clips_per_s")))
-    add("  clip state handed over by isolation (MB)", lambda k: _f(_get(r, k, "per_stage", "state_pickle_mb_per_clip"), 2))
+    add("  handed over by the isolation child (MB)", lambda k: _f(_get(r, k, "per_stage", "state_pickle_mb_per_clip"), 2))
     sep("lower bound and end to end")
     add("lower bound: decode + flow, bare loop", lambda k: _f(_get(r, k, "lower_bound", "clips_per_s")))
-    for pr in ("ultrafast", "fast", "medium"):
+    for pr in ("ultrafast", "fast", "balanced", "medium"):
         add(f"  flow only / bound with DIS {pr}",
             lambda k, pr=pr: f"{_f(_get(r, k, 'lower_bound', 'dis_presets', pr, 'flow_clips_per_s'))} / "
                              f"{_f(_get(r, k, 'lower_bound', 'dis_presets', pr, 'bound_clips_per_s'))}")

@@ -110,14 +110,30 @@ class EntityStage:
             raise self._tracker
         return self._tracker
 
-    def backward_flow(self, frames: np.ndarray) -> np.ndarray:
-        if self.processor is not None:
-            return self.processor.flow_backend.backward(frames)
+    def backward_backend(self):
+        """The backend of the backward flow (``EntityConfig.backward_flow``): it feeds only
+        forward-backward checks with a threshold of about 1.5 px, so on CPU the cheapest DIS
+        preset does (docs/performance.md: 0.5 px EPE at 7x the default preset's speed)."""
         if self._backward is None:
-            from .flow import make_flow_backend
+            from .flow import DIS_PRESETS, make_flow_backend
 
-            self._backward = make_flow_backend("dis")
-        return self._backward.backward(frames)
+            choice = str(getattr(self.cfg, "backward_flow", "auto") or "auto").lower()
+            main = self.processor.flow_backend if self.processor is not None else None
+            if choice == "same" or (choice == "auto" and main is not None and main.name not in ("dis", "farneback")):
+                if main is None:
+                    raise ValueError("backward_flow 'same' needs the clip processor's flow backend")
+                self._backward = main
+            elif choice == "auto":
+                self._backward = make_flow_backend("dis", preset="ultrafast")
+            elif choice in DIS_PRESETS:
+                self._backward = make_flow_backend("dis", preset=choice)
+            else:
+                raise ValueError(f"unknown backward_flow {choice!r}; choose auto, same or a DIS preset "
+                                 f"({', '.join(DIS_PRESETS)})")
+        return self._backward
+
+    def backward_flow(self, frames: np.ndarray) -> np.ndarray:
+        return self.backward_backend().backward(frames)
 
     # ---- the stage
     def __call__(self, state: dict, row: dict) -> dict:
@@ -194,6 +210,7 @@ class EntityStage:
             "model": sdesc.get("model"),
             "tracker": tdesc.get("tracker", self.tracker_name),
             "tracker_settings": tdesc,
+            "backward_flow": self.backward_backend().describe() if back is not None else None,
             "mask_settings": sdesc,
             "mask_info": em.info,
             "count": int(kept.size),

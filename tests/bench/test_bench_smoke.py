@@ -81,7 +81,7 @@ def test_quick_benchmark_writes_json(tmp_path):
         assert sec["bytes"]["clips"] == r["clips"][key]
         assert {"frames (jpg)", "flow.pfz", "anchors.npz", "json"} <= set(sec["bytes"]["by_member"])
     acc = r["accuracy"]
-    assert {"dis_ultrafast", "dis_fast", "dis_medium", "farneback"} == set(acc["methods"])
+    assert {"dis_ultrafast", "dis_fast", "dis_balanced", "dis_medium", "farneback"} == set(acc["methods"])
     for m in list(acc["methods"].values()) + [acc["ours"], acc["baseline"]]:
         assert m["epe"] >= 0 and set(m["epe_by_level"]) == {"slow", "medium", "fast"}
     mem = r["memory"]

