@@ -44,8 +44,8 @@ Rules (also in docs/entities.md)
 """
 from __future__ import annotations
 
-import heapq
 import inspect
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -410,46 +410,60 @@ def _superpixels(color: np.ndarray, flow: np.ndarray, weight: np.ndarray, cell: 
     """SLIC-style clustering. ``color`` (H, W, 3) and ``flow`` (H, W, 2) are already scaled so
     that one unit weighs as one grid step; the flow term of a pixel counts only where
     ``weight`` (H, W) is 1 (trusted flow), and seeds average the flow of trusted pixels.
-    Each pixel picks among the 3x3 seeds around its grid cell."""
+    Each pixel picks among the 3x3 seeds around its grid cell (the first of equal ones).
+
+    The squared distance of pixel x to seed s, ``|xb - sb|^2 + w |xf - sf|^2``, is ranked as
+    ``|sb|^2 + w |sf|^2 - 2 (xb.sb + w xf.sf)`` (the pixel's own norm is the same for all its
+    candidates): one batched product per grid cell of its pixels by its 9 candidate seeds."""
     h, w = color.shape[:2]
     ny, nx = max(1, -(-h // cell)), max(1, -(-w // cell))
+    ph, pw = ny * cell, nx * cell                                   # padded to whole cells
     ys, xs = np.mgrid[0:h, 0:w]
-    gy, gx = np.minimum(ys // cell, ny - 1), np.minimum(xs // cell, nx - 1)
-    base = np.concatenate([color, np.stack([xs / cell, ys / cell], -1)], -1).reshape(-1, 5).astype(np.float32)
-    fl = flow.reshape(-1, 2).astype(np.float32)
-    wt = weight.reshape(-1).astype(np.float32)
-    lab0 = (gy * nx + gx).ravel()
+    base = np.concatenate([color, np.stack([xs / cell, ys / cell], -1)], -1).astype(np.float64)
+    fl = flow.astype(np.float64)
+    wt = weight.astype(np.float64)
     k = ny * nx
+    lab0 = (np.minimum(ys // cell, ny - 1) * nx + np.minimum(xs // cell, nx - 1)).ravel()
+
+    def cells(a: np.ndarray) -> np.ndarray:
+        """(H, W, ...) -> (ny * nx, cell * cell, ...), padding with zeros."""
+        pad = np.zeros((ph, pw) + a.shape[2:], a.dtype)
+        pad[:h, :w] = a
+        return pad.reshape((ny, cell, nx, cell) + a.shape[2:]).swapaxes(1, 2).reshape((k, cell * cell) + a.shape[2:])
+
+    # per-pixel features [base, w * flow, 1, w] grouped by cell: their product with a seed's
+    # [-2 sb, -2 sf, |sb|^2, |sf|^2] is the distance ranked
+    xc = cells(np.concatenate([base, fl * wt[..., None], np.ones((h, w, 1)), wt[..., None]], -1))  # (k, c2, 9)
+    # the 9 candidate seeds of each cell (-1: outside the grid)
+    gy, gx = np.divmod(np.arange(k), nx)
+    cand = np.full((k, 9), -1, np.int64)
+    for n, (dy, dx) in enumerate((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)):
+        cy, cx = gy + dy, gx + dx
+        ok = (cy >= 0) & (cy < ny) & (cx >= 0) & (cx < nx)
+        cand[ok, n] = (cy * nx + cx)[ok]
+    valid = cand >= 0
+    cj = np.maximum(cand, 0)
+    flat_b = base.reshape(-1, 5)
+    flat_f = fl.reshape(-1, 2)
+    flat_w = wt.reshape(-1)
 
     def means(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         counts = np.bincount(labels, minlength=k)
-        b = np.stack([np.bincount(labels, weights=base[:, j], minlength=k) for j in range(5)], 1)
-        wsum = np.bincount(labels, weights=wt, minlength=k)
-        f = np.stack([np.bincount(labels, weights=fl[:, j] * wt, minlength=k) for j in range(2)], 1)
+        b = np.stack([np.bincount(labels, weights=flat_b[:, j], minlength=k) for j in range(5)], 1)
+        wsum = np.bincount(labels, weights=flat_w, minlength=k)
+        f = np.stack([np.bincount(labels, weights=flat_f[:, j] * flat_w, minlength=k) for j in range(2)], 1)
         return b / np.maximum(counts, 1)[:, None], f / np.maximum(wsum, 1e-9)[:, None], counts
 
     sb, sf, _ = means(lab0)
-    cand = []
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            cy, cx = gy + dy, gx + dx
-            ok = (cy >= 0) & (cy < ny) & (cx >= 0) & (cx < nx)
-            cand.append(np.where(ok, cy * nx + cx, -1).ravel())
     labels = lab0
     for _ in range(iterations):
-        sb32, sf32 = sb.astype(np.float32), sf.astype(np.float32)
-        best = np.full(base.shape[0], np.inf, np.float32)
-        new = lab0.copy()
-        for ci in cand:                                            # first candidate wins ties
-            j = np.maximum(ci, 0)
-            db = base - sb32[j]
-            df = fl - sf32[j]
-            d = np.einsum("ij,ij->i", db, db) + wt * np.einsum("ij,ij->i", df, df)
-            d[ci < 0] = np.inf
-            better = d < best
-            best[better] = d[better]
-            new[better] = ci[better]
-        labels = new
+        seeds = np.concatenate([-2.0 * sb, -2.0 * sf, (sb ** 2).sum(1, keepdims=True),
+                                (sf ** 2).sum(1, keepdims=True)], 1)[cj]   # (k, 9 candidates, 9)
+        seeds[:, :, 7][~valid] = np.inf                             # never pick a seed off the grid
+        d = np.matmul(xc, seeds.transpose(0, 2, 1))                 # (k, c2, 9 candidates)
+        pick = np.take_along_axis(cand[:, None, :], d.argmin(2)[:, :, None], 2)[:, :, 0]   # (k, c2)
+        full = pick.reshape(ny, nx, cell, cell).swapaxes(1, 2).reshape(ph, pw)
+        labels = full[:h, :w].ravel()
         mb, mf, counts = means(labels)
         live = (counts > 0)[:, None]
         sb, sf = np.where(live, mb, sb), np.where(live, mf, sf)
@@ -469,6 +483,18 @@ def _connected_fragments(labels: np.ndarray) -> np.ndarray:
     g = coo_matrix((np.ones(a.size, np.int8), (a, b)), shape=(h * w, h * w))
     _, comp = connected_components(g, directed=False)
     return comp.reshape(h, w)
+
+
+def _pair_flow_term(pairs: np.ndarray, fs: np.ndarray, ws: np.ndarray, sz: np.ndarray,
+                    min_reliable: float) -> np.ndarray:
+    """Squared flow distance of each pair, 0 unless both regions have reliable flow."""
+    a, b = pairs[:, 0], pairs[:, 1]
+    ok = (ws[a] > 0) & (ws[b] > 0) & (ws[a] >= min_reliable * sz[a]) & (ws[b] >= min_reliable * sz[b])
+    out = np.zeros(len(pairs))
+    if ok.any():
+        a, b = a[ok], b[ok]
+        out[ok] = ((fs[a] / ws[a][:, None] - fs[b] / ws[b][:, None]) ** 2).sum(1)
+    return out
 
 
 def _merge_regions(frag: np.ndarray, color: np.ndarray, flow: np.ndarray, weight: np.ndarray,
@@ -491,34 +517,58 @@ def _merge_regions(frag: np.ndarray, color: np.ndarray, flow: np.ndarray, weight
     wsum = np.bincount(flat, weights=wt, minlength=n)
     pairs = np.concatenate([np.stack([frag[:, :-1].ravel(), frag[:, 1:].ravel()], 1),
                             np.stack([frag[:-1].ravel(), frag[1:].ravel()], 1)])
-    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
-    pairs = np.unique(np.sort(pairs, 1), axis=0)
+    pairs = np.sort(pairs[pairs[:, 0] != pairs[:, 1]], 1)
+    key = np.unique(pairs[:, 0].astype(np.int64) * n + pairs[:, 1])   # = np.unique(pairs, axis=0), faster
+    pairs = np.stack([key // n, key % n], 1)
     nbrs: list[set[int]] = [set() for _ in range(n)]
     for i, j in pairs:
         nbrs[int(i)].add(int(j))
         nbrs[int(j)].add(int(i))
     parent = list(range(n))
-    version = [0] * n
-    # plain Python floats: the merge loop calls dist() thousands of times
-    sz, ws = size.tolist(), wsum.tolist()
-    cs, fs = csum.tolist(), fsum.tolist()
+    sz, ws = size.copy(), wsum.copy()       # region sums, updated in place on merges
+    cs, fs = csum.copy(), fsum.copy()
 
-    def dist(i: int, j: int) -> float:
-        si, sj = sz[i], sz[j]
-        a, b = cs[i], cs[j]
-        d2 = (a[0] / si - b[0] / sj) ** 2 + (a[1] / si - b[1] / sj) ** 2 + (a[2] / si - b[2] / sj) ** 2
-        wi, wj = ws[i], ws[j]
-        if wi > 0 and wj > 0 and wi >= min_reliable * si and wj >= min_reliable * sj:
-            fa, fb = fs[i], fs[j]
-            d2 += (fa[0] / wi - fb[0] / wj) ** 2 + (fa[1] / wi - fb[1] / wj) ** 2
-        return d2 ** 0.5
+    # The same sums as Python lists: a region with few neighbours is searched faster in plain
+    # Python (same operations in the same order as ``dists``, so the same floats).
+    szl, wsl, csl, fsl = sz.tolist(), ws.tolist(), csum.tolist(), fsum.tolist()
+
+    def dists(i: int, ks: np.ndarray) -> np.ndarray:
+        """Distances of region ``i`` to regions ``ks``."""
+        if ks.size <= 32:
+            si, wi = szl[i], wsl[i]
+            ci, fi = csl[i], fsl[i]
+            c0, c1, c2 = ci[0] / si, ci[1] / si, ci[2] / si
+            rel_i = wi > 0 and wi >= min_reliable * si
+            out = []
+            for k in ks.tolist():
+                sk, wk = szl[k], wsl[k]
+                ck = csl[k]
+                a, b, c = c0 - ck[0] / sk, c1 - ck[1] / sk, c2 - ck[2] / sk
+                d2 = a * a + b * b + c * c
+                if rel_i and wk > 0 and wk >= min_reliable * sk:
+                    fk = fsl[k]
+                    a, b = fi[0] / wi - fk[0] / wk, fi[1] / wi - fk[1] / wk
+                    d2 += a * a + b * b
+                out.append(math.sqrt(d2))
+            return np.array(out)
+        si, sk = sz[i], sz[ks]
+        d2 = ((cs[i] / si - cs[ks] / sk[:, None]) ** 2).sum(1)
+        wi, wk = ws[i], ws[ks]
+        if wi > 0 and wi >= min_reliable * si:
+            both = (wk > 0) & (wk >= min_reliable * sk)
+            if both.any():
+                fd = fs[i] / wi - fs[ks[both]] / wk[both][:, None]
+                d2[both] += (fd ** 2).sum(1)
+        return np.sqrt(d2)
 
     def merge(i: int, j: int) -> int:
         """Merge j into i (both roots); returns i."""
         sz[i] += sz[j]
         ws[i] += ws[j]
-        cs[i] = [x + y for x, y in zip(cs[i], cs[j])]
-        fs[i] = [x + y for x, y in zip(fs[i], fs[j])]
+        cs[i] += cs[j]
+        fs[i] += fs[j]
+        szl[i], wsl[i] = float(sz[i]), float(ws[i])
+        csl[i], fsl[i] = cs[i].tolist(), fs[i].tolist()
         parent[j] = i
         for k in nbrs[j]:
             if k != i:
@@ -527,28 +577,69 @@ def _merge_regions(frag: np.ndarray, color: np.ndarray, flow: np.ndarray, weight
                 nbrs[i].add(k)
         nbrs[i].discard(j)
         nbrs[j] = set()
-        version[i] += 1
-        version[j] += 1
         return i
 
-    heap = [(dist(int(i), int(j)), int(i), int(j), 0, 0) for i, j in pairs]
-    heapq.heapify(heap)
-    while heap:
-        d, i, j, vi, vj = heapq.heappop(heap)
-        if d >= threshold:
+    # Closest pair first: every region keeps its closest neighbour under the threshold
+    # (best_n, at best_d; inf: none), so the closest pair overall is an argmin; after a merge
+    # only the merged region and the neighbours that pointed at its parts are searched again.
+    best_d = np.full(n, np.inf)
+    best_n = np.full(n, -1, np.int64)
+
+    def refresh(i: int) -> tuple[np.ndarray, np.ndarray]:
+        ks = np.array(sorted(nbrs[i]), np.int64)
+        if ks.size == 0:
+            best_d[i], best_n[i] = np.inf, -1
+            return ks, np.zeros(0)
+        ds = dists(i, ks)
+        m = int(np.argmin(ds))                                # first (lowest index) of equals
+        best_d[i], best_n[i] = (ds[m], ks[m]) if ds[m] < threshold else (np.inf, -1)
+        return ks, ds
+
+    if len(pairs):
+        d0 = np.sqrt(((cs[pairs[:, 0]] / sz[pairs[:, 0], None] - cs[pairs[:, 1]] / sz[pairs[:, 1], None]) ** 2).sum(1)
+                     + _pair_flow_term(pairs, fs, ws, sz, min_reliable))
+        both = np.concatenate([pairs, pairs[:, ::-1]])
+        dd = np.concatenate([d0, d0])
+        order = np.lexsort((both[:, 1], dd, both[:, 0]))        # per region: closest, then lowest index
+        first = order[np.r_[True, both[order[1:], 0] != both[order[:-1], 0]]]
+        near = dd[first] < threshold
+        best_d[both[first[near], 0]] = dd[first[near]]
+        best_n[both[first[near], 0]] = both[first[near], 1]
+    # A region whose closest neighbour moved away keeps its old distance as a lower bound
+    # (``stale``) and is searched again only when that bound is the smallest of all.
+    stale = np.zeros(n, bool)
+    while True:
+        i = int(np.argmin(best_d))
+        if not best_d[i] < threshold:
             break
-        if parent[i] != i or parent[j] != j or version[i] != vi or version[j] != vj:
+        if stale[i]:
+            refresh(i)
+            stale[i] = False
             continue
-        r = merge(i, j)
-        for k in nbrs[r]:
-            heapq.heappush(heap, (dist(r, k), r, k, version[r], version[k]))
+        j = int(best_n[i])
+        merge(i, j)
+        best_d[j], best_n[j], stale[j] = np.inf, -1, False
+        ks, ds = refresh(i)
+        if ks.size:
+            bd, bn = best_d[ks], best_n[ks]
+            pointed = (bn == i) | (bn == j)
+            ok = ds < threshold
+            # closer than the (exact or lower-bound) best: the new best, exact
+            better = ok & ((ds < bd) | ((ds == bd) & ((i < bn) | pointed)))
+            best_d[ks[better]] = ds[better]
+            best_n[ks[better]] = i
+            stale[ks[better]] = False
+            # pointed at a part of the merged region that is now farther: search again later
+            moved = pointed & ~better
+            best_n[ks[moved]] = i
+            stale[ks[moved]] = True
     # Small leftovers: smallest first, into the closest neighbour (ties: lower index).
     roots = [i for i in range(n) if parent[i] == i]
     for i in sorted(roots, key=lambda r: (sz[r], r)):
         if parent[i] != i or sz[i] >= min_region or not nbrs[i]:
             continue
-        j = min(nbrs[i], key=lambda k: (dist(i, k), k))
-        merge(j, i)
+        ks = np.array(sorted(nbrs[i]), np.int64)
+        merge(int(ks[int(np.argmin(dists(i, ks)))]), i)   # argmin: the first (lowest index) of equals
 
     def find(i: int) -> int:
         while parent[i] != i:
