@@ -78,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     work = os.path.abspath(os.path.join(args.workdir, mode))
     os.makedirs(work, exist_ok=True)
     t_start = time.perf_counter()
+    # One OpenCV thread in this process, as in every pipeline worker (num_cpus_per_worker=1):
+    # the bare loops, the baseline and the per-stage figures are one core's, like a worker's.
+    import cv2
+
+    cv2.setNumThreads(1)
 
     base_cfg = Config()
     if args.preset:

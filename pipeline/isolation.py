@@ -20,6 +20,10 @@ stage and finally ``("ok", state)`` or ``("error"|"filtered", reason, message)``
 ``("internal", message, traceback)``. Time limits are per stage: ``decode.timeout_s`` for
 decode, ``isolation.stage_timeout_s`` for the others (a child's start-up is not counted).
 The child exits when the worker closes the pipe or dies.
+
+With ``encoded=True`` (what the executors use) the child also encodes the sample's tar
+members and sends ``{"_members": {ext: bytes}, "meta", "timings", "stages_done"}`` instead of
+the whole clip state: about 2 MB through the pipe instead of 30 MB of arrays per HD clip.
 """
 from __future__ import annotations
 
@@ -62,9 +66,10 @@ class IsolatedRunner:
     Counters: ``starts`` (children started), ``crashes``, ``timeouts``."""
 
     def __init__(self, cfg: Config, retries: int | None = None, decode_timeout_s: float | None = None,
-                 stage_timeout_s: float | None = None, start_method: str | None = None):
+                 stage_timeout_s: float | None = None, start_method: str | None = None, encoded: bool = False):
         iso = cfg.isolation
         self.cfg = cfg
+        self.encoded = bool(encoded)
         self.retries = max(0, int(iso.retries if retries is None else retries))
         self.decode_timeout_s = float(cfg.decode.timeout_s if decode_timeout_s is None else decode_timeout_s)
         self.stage_timeout_s = float(iso.stage_timeout_s if stage_timeout_s is None else stage_timeout_s)
@@ -143,7 +148,7 @@ class IsolatedRunner:
     def _run_once(self, row: dict, until: str, state: dict | None) -> dict:
         from .worker import ClipFiltered
 
-        self._conn.send(("run", row, until, state))
+        self._conn.send(("run", row, until, state, self.encoded))
         stage = "start"
         deadline = time.monotonic() + self._limit("decode")
         while True:
@@ -210,6 +215,8 @@ def _child_main(conn, cfg_dict: dict, ppid: int) -> None:
 
     try:
         from .config import config_from_dict
+        from schemas.sample import encode_sample
+
         from .worker import ClipFiltered, ClipProcessor
 
         proc = ClipProcessor(config_from_dict(cfg_dict))
@@ -224,10 +231,13 @@ def _child_main(conn, cfg_dict: dict, ppid: int) -> None:
             return
         if msg[0] != "run":
             return
-        _, row, until, state = msg
+        _, row, until, state, encoded = msg
         try:
             out = proc.run(row, until, state, on_stage=lambda s: conn.send(("stage", s)))
             out.pop("row", None)  # the worker has it
+            if encoded:
+                out = {"_members": encode_sample(out), "meta": out["meta"], "timings": out.get("timings"),
+                       "stages_done": out.get("stages_done")}
             conn.send(("ok", out))
         except ClipFiltered as e:
             conn.send(("filtered", e.reason, e.message))
@@ -239,4 +249,4 @@ def _child_main(conn, cfg_dict: dict, ppid: int) -> None:
 
 def make_clip_runner(cfg: Config) -> IsolatedRunner | None:
     """The runner the executors use: an IsolatedRunner when ``isolation.enabled``, else None."""
-    return IsolatedRunner(cfg) if cfg.isolation.enabled else None
+    return IsolatedRunner(cfg, encoded=True) if cfg.isolation.enabled else None

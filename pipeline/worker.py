@@ -37,12 +37,24 @@ class ClipFiltered(Exception):
         self.reason, self.message = reason, message
 
 
+def set_cpu_threads(cpus: float) -> int:
+    """OpenCV's thread pool sized to the CPUs a worker holds (``ray.num_cpus_per_worker``,
+    at least 1): n workers on n cores then do not oversubscribe them, and one worker's speed
+    is one core's. Returns the thread count."""
+    import cv2
+
+    n = max(1, int(round(float(cpus or 1))))
+    cv2.setNumThreads(n)
+    return n
+
+
 class ClipProcessor:
     """Holds the stage backends (loaded once per worker) and processes clips."""
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
         import_plugins(getattr(cfg, "plugins", ()))
+        set_cpu_threads(cfg.ray.num_cpus_per_worker)
         self.profile = cfg.get_profile()
         self._flow = None
         self._entities = None
@@ -302,7 +314,9 @@ def process_shard(rows: list[dict], shard: int, cfg: Config, out_dir: str, prefi
                     raise (ClipError if prior["status"] == STATUS_ERROR else ClipFiltered)(prior["reason"], prior["message"])
                 state = state_from_members(cached[row["clip_id"]], row) if row["clip_id"] in cached else None
                 state = run(processor, row, until, state)
-                members = encode_sample(state)
+                members = state.pop("_members", None)  # encoded by an isolation child already
+                if members is None:
+                    members = encode_sample(state)
                 ent = state["meta"].get("entities")
                 if ent:
                     srcs = entity_stats["mask_sources"]

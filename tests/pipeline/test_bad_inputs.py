@@ -326,6 +326,7 @@ def test_isolated_runner_replaces_a_crashed_or_hung_child(corpus):
     cost one clip each (bounded attempts), and the next clip runs in a fresh child."""
     from pipeline.datasets import build_manifest
     from pipeline.isolation import IsolatedRunner
+    from schemas.sample import encode_sample
     from stages.errors import ClipError
 
     root, plugin, _ = corpus
@@ -335,6 +336,10 @@ def test_isolated_runner_replaces_a_crashed_or_hung_child(corpus):
         st = runner(None, rows["good"], "trajectories", None)
         assert st["frames"].shape == (8, 192, 320, 3) and st["stages_done"][-1] == "trajectories"
         assert st["row"] is rows["good"] and set(st["timings"]) >= {"decode", "flow"}
+        runner.encoded = True  # what the executors use: the child sends the encoded members
+        enc = runner(None, rows["good"], "trajectories", None)
+        assert enc["_members"] == encode_sample(st) and "frames" not in enc
+        runner.encoded = False
         pid = runner.child_pid
         with pytest.raises(ClipError) as e:
             runner(None, rows["segv"], "trajectories", None)
