@@ -59,7 +59,7 @@ class DecodeConfig:
 class FlowConfig:
     backend: str = "dis"            # dis | farneback | raft | unimatch
     preset: str = "balanced"        # DIS preset: ultrafast | fast | balanced | medium
-    step: float = 1.0 / 8.0         # quantisation step of the stored flow (px); max error step/2
+    step: float = 1.0 / 16.0        # quantisation step of the stored flow (px); max error step/2
     checkpoint: str | None = None   # weights file for raft/unimatch
     source: str | None = None       # UniMatch source folder
     batch_size: int = 8

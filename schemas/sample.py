@@ -39,7 +39,7 @@ import numpy as np
 SCHEMA_VERSION = 1
 KNOWN_SCHEMA_VERSIONS = (1,)
 
-DEFAULT_FLOW_STEP = 1.0 / 8.0  # max error 1/16 px, far under any estimator's error (docs/performance.md)
+DEFAULT_FLOW_STEP = 1.0 / 16.0
 FRAME_EXT = "jpg"
 FLOW_MEMBER = "flow.pfz"
 
