@@ -528,29 +528,34 @@ def _merge_regions(frag: np.ndarray, color: np.ndarray, flow: np.ndarray, weight
     sz, ws = size.copy(), wsum.copy()       # region sums, updated in place on merges
     cs, fs = csum.copy(), fsum.copy()
 
+    SMALL = 32  # up to this many neighbours, plain Python is faster than numpy
     # The same sums as Python lists: a region with few neighbours is searched faster in plain
     # Python (same operations in the same order as ``dists``, so the same floats).
     szl, wsl, csl, fsl = sz.tolist(), ws.tolist(), csum.tolist(), fsum.tolist()
 
+    def dists_py(i: int, ks: list[int]) -> list[float]:
+        """Distances of region ``i`` to regions ``ks`` (few), in plain Python."""
+        si, wi = szl[i], wsl[i]
+        ci, fi = csl[i], fsl[i]
+        c0, c1, c2 = ci[0] / si, ci[1] / si, ci[2] / si
+        rel_i = wi > 0 and wi >= min_reliable * si
+        out = []
+        for k in ks:
+            sk, wk = szl[k], wsl[k]
+            ck = csl[k]
+            a, b, c = c0 - ck[0] / sk, c1 - ck[1] / sk, c2 - ck[2] / sk
+            d2 = a * a + b * b + c * c
+            if rel_i and wk > 0 and wk >= min_reliable * sk:
+                fk = fsl[k]
+                a, b = fi[0] / wi - fk[0] / wk, fi[1] / wi - fk[1] / wk
+                d2 += a * a + b * b
+            out.append(math.sqrt(d2))
+        return out
+
     def dists(i: int, ks: np.ndarray) -> np.ndarray:
         """Distances of region ``i`` to regions ``ks``."""
-        if ks.size <= 32:
-            si, wi = szl[i], wsl[i]
-            ci, fi = csl[i], fsl[i]
-            c0, c1, c2 = ci[0] / si, ci[1] / si, ci[2] / si
-            rel_i = wi > 0 and wi >= min_reliable * si
-            out = []
-            for k in ks.tolist():
-                sk, wk = szl[k], wsl[k]
-                ck = csl[k]
-                a, b, c = c0 - ck[0] / sk, c1 - ck[1] / sk, c2 - ck[2] / sk
-                d2 = a * a + b * b + c * c
-                if rel_i and wk > 0 and wk >= min_reliable * sk:
-                    fk = fsl[k]
-                    a, b = fi[0] / wi - fk[0] / wk, fi[1] / wi - fk[1] / wk
-                    d2 += a * a + b * b
-                out.append(math.sqrt(d2))
-            return np.array(out)
+        if ks.size <= SMALL:
+            return np.array(dists_py(i, ks.tolist()))
         si, sk = sz[i], sz[ks]
         d2 = ((cs[i] / si - cs[ks] / sk[:, None]) ** 2).sum(1)
         wi, wk = ws[i], ws[ks]
@@ -595,6 +600,16 @@ def _merge_regions(frag: np.ndarray, color: np.ndarray, flow: np.ndarray, weight
         best_d[i], best_n[i] = (ds[m], ks[m]) if ds[m] < threshold else (np.inf, -1)
         return ks, ds
 
+    def refresh_stale(i: int) -> None:
+        nb = nbrs[i]
+        if len(nb) > SMALL or not nb:
+            refresh(i)
+            return
+        ks = sorted(nb)
+        ds = dists_py(i, ks)
+        m = min(range(len(ds)), key=ds.__getitem__)             # first (lowest index) of equals
+        best_d[i], best_n[i] = (ds[m], ks[m]) if ds[m] < threshold else (np.inf, -1)
+
     if len(pairs):
         d0 = np.sqrt(((cs[pairs[:, 0]] / sz[pairs[:, 0], None] - cs[pairs[:, 1]] / sz[pairs[:, 1], None]) ** 2).sum(1)
                      + _pair_flow_term(pairs, fs, ws, sz, min_reliable))
@@ -613,7 +628,7 @@ def _merge_regions(frag: np.ndarray, color: np.ndarray, flow: np.ndarray, weight
         if not best_d[i] < threshold:
             break
         if stale[i]:
-            refresh(i)
+            refresh_stale(i)
             stale[i] = False
             continue
         j = int(best_n[i])
