@@ -20,7 +20,7 @@ if ROOT not in sys.path:
 
 from bench import clips as bclips  # noqa: E402
 from bench import measure  # noqa: E402
-from bench.report import check_targets, format_table  # noqa: E402
+from bench.report import check_targets, format_table, variant_figures  # noqa: E402
 from pipeline.config import Config  # noqa: E402
 
 # Clip counts. "full": about 15 minutes on 2 quiet cores (about 20-25 with the machine
@@ -30,6 +30,13 @@ SIZES = {
                  motion_per_level=3, mem_rows=1000, mem_check=100, mem_shard=50, distinct=8),
     "quick": dict(hd_clips=2, ld_clips=2, shard_hd=1, shard_ld=1, per_stage_hd=2, per_stage_ld=2,
                   motion_per_level=1, mem_rows=8, mem_check=4, mem_shard=2, distinct=2),
+}
+
+
+# End-to-end variants of the HD run (1 worker), beside the default configuration.
+VARIANTS = {
+    "masks_none": {"entities.masks": "none"},
+    "masks_none_fast": {"entities.masks": "none", "flow.preset": "fast"},
 }
 
 
@@ -143,6 +150,15 @@ def main(argv: list[str] | None = None) -> int:
                 e2e[str(w)] = measure.end_to_end(cfg, d, os.path.join(work, "runs", f"{key}_w{w}"), w)
             _log(f"{key}: shard bytes")
             sec["bytes"] = measure.shard_bytes(e2e["1"]["out_dir"])
+        # The same HD run without the entity stage (a DragNUWA-only run), with the default
+        # flow preset and with DIS fast: what the framework costs beyond decode + flow, and
+        # the throughput end of the accuracy trade-off.
+        d, n = sets["hd"]
+        variants = result["hd"].setdefault("e2e_variants", {})
+        for name, over in VARIANTS.items():
+            _log(f"hd: end to end, 1 worker, {name}")
+            variants[name] = {"overrides": over, **measure.end_to_end(
+                cfgs["hd"].replace(**over), d, os.path.join(work, "runs", f"hd_w1_{name}"), 1)}
 
     # ---- memory flat (LD, tiny clips, 1 worker)
     if "memory" not in skip:
@@ -160,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     result["seconds"] = round(time.perf_counter() - t_start, 1)
     result["targets"] = check_targets(result)
+    result["variants"] = variant_figures(result)
     table = format_table(result)
     print(table)
     result["table"] = table

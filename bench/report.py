@@ -66,6 +66,23 @@ def check_targets(r: dict) -> list[dict[str, Any]]:
     return out
 
 
+def variant_figures(r: dict) -> list[dict[str, Any]]:
+    """The HD end-to-end variants (``e2e_variants``) against the same lower bound and baseline:
+    ratio to the bound for their flow preset, ratio to the baseline, the EPE of their preset."""
+    out = []
+    base = _get(r, "hd", "baseline", "clips_per_s")
+    default_preset = _get(r, "flow_default", "preset")
+    for name, v in (_get(r, "hd", "e2e_variants") or {}).items():
+        preset = (v.get("overrides") or {}).get("flow.preset", default_preset)
+        bound = _get(r, "hd", "lower_bound", "dis_presets", preset, "bound_clips_per_s")
+        rate = v.get("steady_clips_per_s")
+        epe = _get(r, "accuracy", "methods", f"dis_{preset}", "epe")
+        out.append({"variant": name, "overrides": v.get("overrides"), "preset": preset, "clips_per_s": rate,
+                    "vs_lower_bound": _ratio(rate, bound), "vs_baseline": _ratio(rate, base), "epe": epe,
+                    "epe_baseline": _get(r, "accuracy", "baseline", "epe")})
+    return out
+
+
 def _f(x, nd=1, unit=""):
     if x is None:
         return "-"
@@ -173,4 +190,12 @@ def format_table(r: dict) -> str:
         if "peak_mb_first" in t:
             extra = f" ({_f(t['peak_mb_first'])} -> {_f(t['peak_mb_last'])} MB)"
         lines.append(f"  [{status:>12}] {t['target']}: {_f(t['value'], 3)} (threshold {t['threshold']}){extra}")
+    variants = r.get("variants") or []
+    if variants:
+        lines.append("the same HD end to end (1 worker, steady) with other settings, against the same bound and baseline:")
+        for v in variants:
+            over = ", ".join(f"{k}={val}" for k, val in (v.get("overrides") or {}).items())
+            lines.append(f"  {over}: {_f(v['clips_per_s'], 2)} clips/s = {_f(v['vs_lower_bound'], 2)} x the "
+                         f"decode + DIS {v['preset']} bound, {_f(v['vs_baseline'], 2)} x the baseline "
+                         f"(EPE {_f(v['epe'], 3)} vs {_f(v['epe_baseline'], 3)})")
     return "\n".join(lines)
