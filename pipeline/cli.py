@@ -41,7 +41,7 @@ def run(
     workers: Optional[int] = typer.Option(None, help="Concurrent shard workers (default: CPUs)."),
     samples_per_shard: Optional[int] = typer.Option(None, help="Clips per shard."),
     flow: Optional[str] = typer.Option(None, help="Flow backend: dis, farneback, raft, unimatch."),
-    flow_preset: Optional[str] = typer.Option(None, help="DIS preset: ultrafast, fast, balanced (default), medium."),
+    flow_preset: Optional[str] = typer.Option(None, help="DIS preset: ultrafast, fast, balanced, medium (default)."),
     masks: Optional[str] = typer.Option(None, help="Entity masks: auto, gt, sam, motion, none."),
     tracker: Optional[str] = typer.Option(None, help="Entity center tracker: flow, cotracker."),
     sam_checkpoint: Optional[str] = typer.Option(None, help="SAM checkpoint file."),

@@ -58,7 +58,7 @@ class DecodeConfig:
 @dataclass
 class FlowConfig:
     backend: str = "dis"            # dis | farneback | raft | unimatch
-    preset: str = "balanced"        # DIS preset: ultrafast | fast | balanced | medium
+    preset: str = "medium"          # DIS preset: ultrafast | fast | balanced | medium
     step: float = 1.0 / 16.0        # quantisation step of the stored flow (px); max error step/2
     checkpoint: str | None = None   # weights file for raft/unimatch
     source: str | None = None       # UniMatch source folder
@@ -93,7 +93,7 @@ class EntityConfig:
     stuff_max_id: int = 124
     motion: dict = field(default_factory=dict)
     # Backward flow for the forward-backward checks (motion masks, flow tracker), which is
-    # not stored: "auto" = DIS ultrafast when the flow backend is a CPU one (dis, farneback),
+    # not stored: "auto" = DIS balanced when the flow backend is a CPU one (dis, farneback),
     # else the flow backend itself; "same" = the flow backend; or a DIS preset name.
     backward_flow: str = "auto"
 

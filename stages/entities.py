@@ -111,9 +111,11 @@ class EntityStage:
         return self._tracker
 
     def backward_backend(self):
-        """The backend of the backward flow (``EntityConfig.backward_flow``): it feeds only
-        forward-backward checks with a threshold of about 1.5 px, so on CPU the cheapest DIS
-        preset does (docs/performance.md: 0.5 px EPE at 7x the default preset's speed)."""
+        """The backend of the backward flow (``EntityConfig.backward_flow``). It is not stored
+        and feeds only the forward-backward checks, so on CPU ``auto`` takes DIS balanced: the
+        same visibility and tracks as a medium backward flow on the test scenes, at half its
+        cost; coarser presets (fast, ultrafast) make the check reject good steps
+        (docs/performance.md)."""
         if self._backward is None:
             from .flow import DIS_PRESETS, make_flow_backend
 
@@ -124,7 +126,7 @@ class EntityStage:
                     raise ValueError("backward_flow 'same' needs the clip processor's flow backend")
                 self._backward = main
             elif choice == "auto":
-                self._backward = make_flow_backend("dis", preset="ultrafast")
+                self._backward = make_flow_backend("dis", preset="balanced")
             elif choice in DIS_PRESETS:
                 self._backward = make_flow_backend("dis", preset=choice)
             else:

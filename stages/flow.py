@@ -139,21 +139,23 @@ DIS_PRESETS: dict[str, int] = {
     "balanced": cv2.DISOpticalFlow_PRESET_MEDIUM,  # + DIS_OVERRIDES["balanced"]
     "medium": cv2.DISOpticalFlow_PRESET_MEDIUM,
 }
-# Our own preset between OpenCV's fast and medium (docs/performance.md, "Choosing the DIS
-# setting"): medium's finest scale (1, half resolution) with a sparser patch grid and fewer
+# Our own preset between OpenCV's fast and medium (docs/performance.md, "The CPU flow
+# preset"): medium's finest scale (1, half resolution) with a sparser patch grid and fewer
 # iterations. On the benchmark's clips of known motion at 576x320 it runs 2.0x medium's pairs/s
-# for an end-point error of 0.364 px against medium's 0.336 (fast: 0.434, Farneback: 0.75).
+# for an end-point error of 0.36 px against medium's 0.34 (fast: 0.43, Farneback: 0.75), but
+# it tracks worse near frame edges (see the doc). The default for the backward flow of the
+# entity checks (``entities.backward_flow: auto``), and a throughput choice for the forward flow.
 DIS_OVERRIDES: dict[str, dict[str, int]] = {
     "balanced": {"PatchStride": 4, "GradientDescentIterations": 8, "VariationalRefinementIterations": 2},
 }
-DEFAULT_DIS_PRESET = "balanced"
+DEFAULT_DIS_PRESET = "medium"
 
 
 class DISFlow(_GrayPairBackend):
     """OpenCV Dense Inverse Search flow (Kroeger et al. 2016) on grayscale frames.
 
-    preset: "ultrafast" | "fast" | "medium" (OpenCV's presets) or "balanced" (ours, the
-    default: medium with ``DIS_OVERRIDES["balanced"]``). The OpenCV object is created once here
+    preset: "ultrafast" | "fast" | "medium" (OpenCV's presets; medium is the default) or
+    "balanced" (ours: medium with ``DIS_OVERRIDES["balanced"]``). The OpenCV object is created once here
     and reused for every pair.
     """
 

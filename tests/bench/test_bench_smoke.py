@@ -88,6 +88,6 @@ def test_quick_benchmark_writes_json(tmp_path):
     assert set(mem["peak_rss_mb_at"]) == {str(mem["check_at"]), str(mem["rows"])}
     assert mem["ok"] == mem["rows"]
     assert len(r["targets"]) == 5 and all({"target", "value", "threshold", "met"} <= set(t) for t in r["targets"])
-    assert [v["variant"] for v in r["variants"]] == ["masks_none", "masks_none_fast"]
+    assert [v["variant"] for v in r["variants"]] == ["throughput", "masks_none", "masks_none_fast"]
     assert all(v["clips_per_s"] and v["vs_lower_bound"] and v["epe"] for v in r["variants"])
     assert isinstance(r["table"], str) and "lower bound" in r["table"]

@@ -220,12 +220,12 @@ def test_motion_source_through_the_stage(clip):
 
 
 def test_backward_flow_choice(clip):
-    """entities.backward_flow: auto (DIS ultrafast next to a CPU flow backend), same (the flow
+    """entities.backward_flow: auto (DIS balanced next to a CPU flow backend), same (the flow
     backend), a DIS preset; recorded in meta; an unknown name is a clear error."""
     proc = clip[-1]
     s = _run(clip, min_radius=4.0)
-    assert s["meta"]["entities"]["backward_flow"]["preset"] == "ultrafast"
+    assert s["meta"]["entities"]["backward_flow"]["preset"] == "balanced"
     assert EntityStage(EntityConfig(backward_flow="same"), None, proc).backward_backend() is proc.flow_backend
-    assert EntityStage(EntityConfig(backward_flow="medium"), None, proc).backward_backend().preset == "medium"
+    assert EntityStage(EntityConfig(backward_flow="ultrafast"), None, proc).backward_backend().preset == "ultrafast"
     with pytest.raises(ValueError, match="backward_flow"):
         EntityStage(EntityConfig(backward_flow="raft"), None, proc).backward_backend()
