@@ -11,7 +11,6 @@ timestamps: 1 s at 30 fps, then 2 s at 5 fps) with PyAV; broken files by cutting
 overwriting bytes of a good one.
 """
 import fractions
-import importlib.util
 import json
 import os
 import re
@@ -19,9 +18,7 @@ import re
 import numpy as np
 import pytest
 
-_spec = importlib.util.spec_from_file_location("reliability_util", os.path.join(os.path.dirname(__file__), "reliability_util.py"))
-ru = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ru)
+import reliability_util as ru  # noqa: E402 (tests/pipeline/conftest.py puts this folder on sys.path)
 
 CAPTION_UNICODE = "Ünïcødé 🎬 naïve café — 日本語\x00NUL\x01\x1b[31mred\x7f tab\there\nnew line\x85end"
 

@@ -10,7 +10,6 @@ command: Ray 2.60 turns token authentication on for a head when ~/.ray/auth_toke
 and every node and driver must then agree on it.
 """
 import glob
-import importlib.util
 import os
 import shutil
 import socket
@@ -22,9 +21,7 @@ import pytest
 
 from pipeline.config import Config
 
-_spec = importlib.util.spec_from_file_location("reliability_util", os.path.join(os.path.dirname(__file__), "reliability_util.py"))
-ru = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ru)
+import reliability_util as ru  # noqa: E402 (tests/pipeline/conftest.py puts this folder on sys.path)
 
 pytestmark = pytest.mark.slow
 RAY = os.path.join(os.path.dirname(ru.PY), "ray")

@@ -1,7 +1,6 @@
 """Determinism (issue 5): which clip goes to which shard, and every byte of every shard,
 depend only on the manifest, the config and the seed: not on the executor, the worker count,
 clip isolation, scheduling or reruns. Shards are compared byte for byte."""
-import importlib.util
 import json
 import os
 
@@ -9,9 +8,7 @@ import pytest
 
 from pipeline.config import Config
 
-_spec = importlib.util.spec_from_file_location("reliability_util", os.path.join(os.path.dirname(__file__), "reliability_util.py"))
-ru = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ru)
+import reliability_util as ru  # noqa: E402 (tests/pipeline/conftest.py puts this folder on sys.path)
 
 SAMPLES_PER_SHARD = 2
 

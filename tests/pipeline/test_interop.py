@@ -2,10 +2,8 @@
 ("webdataset" builder) and ray.data.read_webdataset read every sample without conversion."""
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
-import os
 
 import numpy as np
 import pytest
@@ -13,15 +11,8 @@ import pytest
 from schemas.sample import decode_flow, decode_sample
 
 
-def _import_fixtures():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "test_loader_fixtures.py")
-    spec = importlib.util.spec_from_file_location("loader_fixtures", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+import loader_fixtures as fx  # noqa: E402 (tests/pipeline/conftest.py puts this folder on sys.path)
 
-
-fx = _import_fixtures()
 L, H, W = 4, 40, 64
 
 

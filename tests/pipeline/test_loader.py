@@ -3,7 +3,6 @@ splitting across workers and ranks, dropout, errors."""
 from __future__ import annotations
 
 import collections
-import importlib.util
 import itertools
 import os
 import pickle
@@ -21,15 +20,8 @@ from pipeline.synthetic import disc, rect, render_scene
 from schemas.sample import encode_sample
 
 
-def _import_fixtures():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "test_loader_fixtures.py")
-    spec = importlib.util.spec_from_file_location("loader_fixtures", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+import loader_fixtures as fx  # noqa: E402 (tests/pipeline/conftest.py puts this folder on sys.path)
 
-
-fx = _import_fixtures()
 NO_JITTER = dict(brightness=0.0, contrast=0.0, saturation=0.0)
 
 

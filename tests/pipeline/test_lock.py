@@ -1,7 +1,6 @@
 """One writer per output folder (pipeline/lock.py): a second run is refused with a clear
 message while the first is alive, and a run that died (SIGKILL) never leaves the folder
 locked. Real processes, real flock."""
-import importlib.util
 import json
 import os
 import signal
@@ -15,9 +14,7 @@ import pytest
 from pipeline.config import Config
 from pipeline.lock import LOCK_NAME, RunLock, RunLocked, RunSuperseded, check_run, lock_info
 
-_spec = importlib.util.spec_from_file_location("reliability_util", os.path.join(os.path.dirname(__file__), "reliability_util.py"))
-ru = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ru)
+import reliability_util as ru  # noqa: E402 (tests/pipeline/conftest.py puts this folder on sys.path)
 
 HOLD = """
 import sys, time

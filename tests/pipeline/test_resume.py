@@ -5,7 +5,6 @@ partial tar under a final name. Also: a rerun skips done shards, --force redoes 
 temporary files of killed writers are cleaned, and no clip-isolation child outlives its
 killed driver."""
 import glob
-import importlib.util
 import json
 import os
 import signal
@@ -17,9 +16,7 @@ import pytest
 
 from pipeline.config import Config
 
-_spec = importlib.util.spec_from_file_location("reliability_util", os.path.join(os.path.dirname(__file__), "reliability_util.py"))
-ru = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ru)
+import reliability_util as ru  # noqa: E402 (tests/pipeline/conftest.py puts this folder on sys.path)
 
 N_CLIPS, PER_SHARD = 8, 2
 CFG = {"profile": "dragnuwa-ld", "shards": {"samples_per_shard": PER_SHARD}}

@@ -206,7 +206,7 @@ def test_truncated_tar_is_reported(tmp_path, good):
 
 
 def test_index_count_mismatch(tmp_path, good):
-    path = _write_shard(str(tmp_path), good, "t-000000")
+    _write_shard(str(tmp_path), good, "t-000000")
     with open(os.path.join(str(tmp_path), "index.json"), "w") as f:
         json.dump({"schema_version": 1, "shards": [{"url": "t-000000.tar", "samples": 3}]}, f)
     rep = validate(str(tmp_path))
