@@ -165,7 +165,7 @@ def format_table(r: dict) -> str:
     mem = r.get("memory")
     if mem:
         at = mem.get("peak_rss_mb_at") or {}
-        sep(f"memory, LD tiny clips, 1 worker")
+        sep("memory, LD tiny clips, 1 worker")
         rows.append((f"  peak RSS at {mem.get('check_at')} / {mem.get('rows')} clips (MB)",
                      f"{_f(at.get(str(mem.get('check_at'))))} / {_f(at.get(str(mem.get('rows'))))}", ""))
         rows.append(("  clips/s steady (wall)", f"{_f(mem.get('steady_clips_per_s'))} ({_f(mem.get('wall_clips_per_s'))})", ""))

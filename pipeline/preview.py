@@ -22,7 +22,6 @@ frames as a 2 x 2 grid at the profile's frame rate.
 from __future__ import annotations
 
 import colorsys
-import math
 import os
 from typing import Any, Iterable
 

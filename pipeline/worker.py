@@ -6,11 +6,12 @@ shard atomically (or, with ``--stage``, a stage cache that a later run resumes f
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
 import traceback
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
@@ -49,9 +50,9 @@ def set_cpu_threads(cpus: float) -> int:
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
-_MALLOC_TUNED: list[bool] = []
 
 
+@functools.cache
 def keep_freed_memory(trim_bytes: int = 512 << 20, mmap_bytes: int = 32 << 20) -> bool:
     """Let this process reuse the memory of the previous clip (glibc only; else a no-op).
 
@@ -61,9 +62,8 @@ def keep_freed_memory(trim_bytes: int = 512 << 20, mmap_bytes: int = 32 << 20) -
     clip, 12-16 % of a worker's time on the development VM (docs/performance.md). Arrays
     under ``mmap_bytes`` now come from the heap, and the heap is trimmed only when more than
     ``trim_bytes`` are free at its top. The RSS of a worker then stays at its peak instead of
-    falling back between clips. Returns whether glibc accepted the settings."""
-    if _MALLOC_TUNED:
-        return _MALLOC_TUNED[0]
+    falling back between clips. Returns whether glibc accepted the settings (once per
+    process: later calls return the first answer)."""
     ok = False
     try:
         import ctypes
@@ -75,7 +75,6 @@ def keep_freed_memory(trim_bytes: int = 512 << 20, mmap_bytes: int = 32 << 20) -
             ok = bool(libc.mallopt(M_TRIM_THRESHOLD, int(trim_bytes))) and bool(libc.mallopt(M_MMAP_THRESHOLD, int(mmap_bytes)))
     except (OSError, AttributeError):
         ok = False
-    _MALLOC_TUNED.append(ok)
     return ok
 
 

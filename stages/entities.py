@@ -29,7 +29,7 @@ row, so the stage gives the same result on a shard resumed from a stage cache.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 

@@ -525,13 +525,12 @@ def _merge_regions(frag: np.ndarray, color: np.ndarray, flow: np.ndarray, weight
         nbrs[int(i)].add(int(j))
         nbrs[int(j)].add(int(i))
     parent = list(range(n))
-    sz, ws = size.copy(), wsum.copy()       # region sums, updated in place on merges
-    cs, fs = csum.copy(), fsum.copy()
+    sz, ws, cs, fs = size, wsum, csum, fsum   # region sums, updated in place on merges
 
     SMALL = 32  # up to this many neighbours, plain Python is faster than numpy
     # The same sums as Python lists: a region with few neighbours is searched faster in plain
-    # Python (same operations in the same order as ``dists``, so the same floats).
-    szl, wsl, csl, fsl = sz.tolist(), ws.tolist(), csum.tolist(), fsum.tolist()
+    # Python (same operations in the same order as ``dists_np``, so the same floats).
+    szl, wsl, csl, fsl = sz.tolist(), ws.tolist(), cs.tolist(), fs.tolist()
 
     def dists_py(i: int, ks: list[int]) -> list[float]:
         """Distances of region ``i`` to regions ``ks`` (few), in plain Python."""
@@ -552,10 +551,8 @@ def _merge_regions(frag: np.ndarray, color: np.ndarray, flow: np.ndarray, weight
             out.append(math.sqrt(d2))
         return out
 
-    def dists(i: int, ks: np.ndarray) -> np.ndarray:
-        """Distances of region ``i`` to regions ``ks``."""
-        if ks.size <= SMALL:
-            return np.array(dists_py(i, ks.tolist()))
+    def dists_np(i: int, ks: np.ndarray) -> np.ndarray:
+        """Distances of region ``i`` to regions ``ks`` (many), vectorised."""
         si, sk = sz[i], sz[ks]
         d2 = ((cs[i] / si - cs[ks] / sk[:, None]) ** 2).sum(1)
         wi, wk = ws[i], ws[ks]
@@ -590,25 +587,20 @@ def _merge_regions(frag: np.ndarray, color: np.ndarray, flow: np.ndarray, weight
     best_d = np.full(n, np.inf)
     best_n = np.full(n, -1, np.int64)
 
-    def refresh(i: int) -> tuple[np.ndarray, np.ndarray]:
-        ks = np.array(sorted(nbrs[i]), np.int64)
-        if ks.size == 0:
-            best_d[i], best_n[i] = np.inf, -1
-            return ks, np.zeros(0)
-        ds = dists(i, ks)
-        m = int(np.argmin(ds))                                # first (lowest index) of equals
-        best_d[i], best_n[i] = (ds[m], ks[m]) if ds[m] < threshold else (np.inf, -1)
-        return ks, ds
+    def search(i: int) -> tuple[list[int], list[float] | np.ndarray, int]:
+        """Region ``i``'s neighbours (by index), their distances and the position of the
+        closest (the first, i.e. lowest index, of equals; -1 without neighbours)."""
+        ks = sorted(nbrs[i])
+        if len(ks) <= SMALL:
+            ds = dists_py(i, ks)
+            return ks, ds, (min(range(len(ds)), key=ds.__getitem__) if ds else -1)
+        ds = dists_np(i, np.array(ks, np.int64))
+        return ks, ds, int(np.argmin(ds))
 
-    def refresh_stale(i: int) -> None:
-        nb = nbrs[i]
-        if len(nb) > SMALL or not nb:
-            refresh(i)
-            return
-        ks = sorted(nb)
-        ds = dists_py(i, ks)
-        m = min(range(len(ds)), key=ds.__getitem__)             # first (lowest index) of equals
-        best_d[i], best_n[i] = (ds[m], ks[m]) if ds[m] < threshold else (np.inf, -1)
+    def refresh(i: int) -> tuple[list[int], list[float] | np.ndarray]:
+        ks, ds, m = search(i)
+        best_d[i], best_n[i] = (ds[m], ks[m]) if m >= 0 and ds[m] < threshold else (np.inf, -1)
+        return ks, ds
 
     if len(pairs):
         d0 = np.sqrt(((cs[pairs[:, 0]] / sz[pairs[:, 0], None] - cs[pairs[:, 1]] / sz[pairs[:, 1], None]) ** 2).sum(1)
@@ -628,14 +620,15 @@ def _merge_regions(frag: np.ndarray, color: np.ndarray, flow: np.ndarray, weight
         if not best_d[i] < threshold:
             break
         if stale[i]:
-            refresh_stale(i)
+            refresh(i)
             stale[i] = False
             continue
         j = int(best_n[i])
         merge(i, j)
         best_d[j], best_n[j], stale[j] = np.inf, -1, False
         ks, ds = refresh(i)
-        if ks.size:
+        if ks:
+            ks, ds = np.array(ks, np.int64), np.asarray(ds, np.float64)
             bd, bn = best_d[ks], best_n[ks]
             pointed = (bn == i) | (bn == j)
             ok = ds < threshold
@@ -653,8 +646,8 @@ def _merge_regions(frag: np.ndarray, color: np.ndarray, flow: np.ndarray, weight
     for i in sorted(roots, key=lambda r: (sz[r], r)):
         if parent[i] != i or sz[i] >= min_region or not nbrs[i]:
             continue
-        ks = np.array(sorted(nbrs[i]), np.int64)
-        merge(int(ks[int(np.argmin(dists(i, ks)))]), i)   # argmin: the first (lowest index) of equals
+        ks, _, m = search(i)
+        merge(ks[m], i)
 
     def find(i: int) -> int:
         while parent[i] != i:

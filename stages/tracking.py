@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ClipError
-from .trajectories import bilinear_sample
+from .trajectories import _inside, bilinear_sample
 
 __all__ = [
     "CenterTracker",
@@ -59,10 +59,6 @@ def _check_centers(centers: np.ndarray) -> np.ndarray:
     if not np.all(np.isfinite(c)):
         raise ValueError("centers must be finite")
     return c
-
-
-def _inside(p: np.ndarray, h: int, w: int) -> np.ndarray:
-    return (p[:, 0] >= 0) & (p[:, 0] <= w - 1) & (p[:, 1] >= 0) & (p[:, 1] <= h - 1)
 
 
 class CenterTracker:
