@@ -460,7 +460,10 @@ def _superpixels(color: np.ndarray, flow: np.ndarray, weight: np.ndarray, cell: 
         seeds = np.concatenate([-2.0 * sb, -2.0 * sf, (sb ** 2).sum(1, keepdims=True),
                                 (sf ** 2).sum(1, keepdims=True)], 1)[cj]   # (k, 9 candidates, 9)
         seeds[:, :, 7][~valid] = np.inf                             # never pick a seed off the grid
-        d = np.matmul(xc, seeds.transpose(0, 2, 1))                 # (k, c2, 9 candidates)
+        # The zero padding past the frame edge times an off-grid seed's inf is NaN: those
+        # padded pixels are cut off below, so the NaN is expected there and nowhere else.
+        with np.errstate(invalid="ignore"):
+            d = np.matmul(xc, seeds.transpose(0, 2, 1))             # (k, c2, 9 candidates)
         pick = np.take_along_axis(cand[:, None, :], d.argmin(2)[:, :, None], 2)[:, :, 0]   # (k, c2)
         full = pick.reshape(ny, nx, cell, cell).swapaxes(1, 2).reshape(ph, pw)
         labels = full[:h, :w].ravel()
