@@ -27,9 +27,11 @@ from pipeline.config import Config  # noqa: E402
 # shared); the per-stage loop runs on the first per_stage_* clips of the same list.
 SIZES = {
     "full": dict(hd_clips=32, ld_clips=48, shard_hd=8, shard_ld=8, per_stage_hd=16, per_stage_ld=24,
-                 motion_per_level=3, mem_rows=1000, mem_check=100, mem_shard=50, distinct=8),
+                 motion_per_level=3, mem_rows=1000, mem_check=100, mem_shard=50, distinct=8,
+                 plan_rows=(100_000, 1_000_000)),
     "quick": dict(hd_clips=2, ld_clips=2, shard_hd=1, shard_ld=1, per_stage_hd=2, per_stage_ld=2,
-                  motion_per_level=1, mem_rows=8, mem_check=4, mem_shard=2, distinct=2),
+                  motion_per_level=1, mem_rows=8, mem_check=4, mem_shard=2, distinct=2,
+                  plan_rows=(1_000, 10_000)),
 }
 
 
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", default=os.path.join(ROOT, "bench", "results"), help="JSON output folder")
     ap.add_argument("--preset", default=None, help="DIS preset for the pipeline runs (default: the config default)")
     ap.add_argument("--skip", default="", help="comma-separated sections to skip: "
-                    "stages,lower,baseline,accuracy,e2e,memory")
+                    "stages,lower,baseline,accuracy,e2e,memory,plan")
     args = ap.parse_args(argv)
     mode = "quick" if args.quick else "full"
     S = SIZES[mode]
@@ -176,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
         r = measure.end_to_end(cfg, tiny, os.path.join(work, "runs", "memory"), 1,
                                checkpoints=(S["mem_check"], S["mem_rows"]))
         result["memory"] = {"rows": S["mem_rows"], "check_at": S["mem_check"], **r}
+
+    # ---- the driver's plan for large CSVs (WebVid-10M has 10.7M rows)
+    if "plan" not in skip:
+        _log(f"driver: plan of WebVid CSVs of {', '.join(map(str, S['plan_rows']))} rows")
+        result["plan"] = measure.driver_plan(os.path.join(work, "plan"), S["plan_rows"])
 
     try:
         result["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]

@@ -6,6 +6,7 @@ and the end-to-end runs of a profile.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import pickle
@@ -505,3 +506,72 @@ def shard_bytes(out_dir: str) -> dict[str, Any]:
         "by_member": {g: int(np.mean([d.get(g, 0) for d in per_clip.values()])) for g in groups},
         "flow_pfz_bytes_by_step": {k: int(np.mean(v)) for k, v in by_step.items()},
     }
+
+
+# ----------------------------------------------------------------------------- the driver's plan
+
+_PLAN_SCRIPT = r"""
+import json, os, resource, sys, time
+sys.path.insert(0, sys.argv[4])
+from pipeline.datasets import build_manifest, write_manifest
+from pipeline.plan import manifest_row_group, shard_tasks
+rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+data, out, sps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+base = rss()
+t0 = time.perf_counter()
+m = build_manifest("webvid", data)
+t1 = time.perf_counter()
+write_manifest(m, out, row_group_size=manifest_row_group(sps))
+t2 = time.perf_counter()
+tasks = shard_tasks(m.num_rows, sps)
+t3 = time.perf_counter()
+print(json.dumps({"rows": m.num_rows, "shards": len(tasks), "manifest_s": t1 - t0, "write_s": t2 - t1,
+                  "tasks_s": t3 - t2, "rss_after_imports_mb": base, "peak_rss_mb": rss(),
+                  "arrow_mb": m.nbytes / 2**20}))
+"""
+
+
+def write_webvid_csv(path: str, rows: int) -> str:
+    """A WebVid-shaped CSV of ``rows`` rows (10,000 per page_dir, as WebVid's folders; no video
+    files: the sources all point to missing files, which the plan does not look at)."""
+    if os.path.exists(path):
+        return path
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.write("videoid,contentUrl,duration,page_dir,name\n")
+        for i in range(rows):
+            vid = 1_000_000 + i
+            f.write(f"{vid},https://ak.picdn.net/shutterstock/videos/{vid}/preview/stock-footage-clip.mp4,"
+                    f"PT00H00M{5 + i % 55:02d}S,{i // 10000 * 50 + 1:06d}_{i // 10000 * 50 + 50:06d},"
+                    f"\"Aerial view of a winter forest at sunset, drone flying over snowy trees, shot {i}\"\n")
+    os.replace(tmp, path)
+    return path
+
+
+def driver_plan(work: str, sizes: tuple[int, ...], samples_per_shard: int = 100) -> dict[str, Any]:
+    """What the driver spends before the first clip, for WebVid CSVs of each size: the manifest
+    (CSV -> checked rows -> Arrow), its parquet file and the shard tasks, each size in a fresh
+    process (its peak RSS is the plan's, not this benchmark's)."""
+    import json
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out: dict[str, Any] = {"samples_per_shard": samples_per_shard, "sizes": {}}
+    for n in sizes:
+        d = os.path.join(work, f"webvid_rows_{n}")
+        write_webvid_csv(os.path.join(d, "webvid.csv"), n)
+        man = os.path.join(work, f"manifest_rows_{n}.parquet")
+        proc = subprocess.run([sys.executable, "-c", _PLAN_SCRIPT, d, man, str(samples_per_shard), root],
+                              capture_output=True, text=True, timeout=3600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"plan of {n} rows failed: {proc.stderr[-2000:]}")
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        total = r["manifest_s"] + r["write_s"] + r["tasks_s"]
+        r.update(seconds=round(total, 2), rows_per_s=_rate(r["rows"], total),
+                 csv_mb=round(os.path.getsize(os.path.join(d, "webvid.csv")) / 2**20, 1))
+        out["sizes"][str(n)] = {k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()}
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(man)
+    return out

@@ -170,6 +170,15 @@ def format_table(r: dict) -> str:
                      f"{_f(at.get(str(mem.get('check_at'))))} / {_f(at.get(str(mem.get('rows'))))}", ""))
         rows.append(("  clips/s steady (wall)", f"{_f(mem.get('steady_clips_per_s'))} ({_f(mem.get('wall_clips_per_s'))})", ""))
 
+    plan = r.get("plan")
+    if plan:
+        sep(f"driver: plan of a WebVid CSV (manifest, parquet, shard tasks of {plan.get('samples_per_shard')})")
+        for n, v in (plan.get("sizes") or {}).items():
+            rows.append((f"  {int(n):,} rows ({v.get('csv_mb')} MB CSV): s (rows/s)",
+                         f"{_f(v.get('seconds'))} ({_f(v.get('rows_per_s'), 0)})", ""))
+            rows.append((f"  {int(n):,} rows: peak RSS (after imports) MB",
+                         f"{_f(v.get('peak_rss_mb'))} ({_f(v.get('rss_after_imports_mb'))})", ""))
+
     w0 = max(len(a) for a, b, c in rows if b or c)
     w1 = max(max(len(b) for _, b, _ in rows), len(f"LD {prof['ld']}"))
     lines.append(f"{'':<{w0}} | {'LD ' + str(prof['ld']):<{w1}} | HD {prof['hd']}")

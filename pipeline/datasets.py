@@ -40,15 +40,18 @@ Layouts
   ``invalid_input``.
 
 Adding an adapter: write ``fn(dataset, data, **options) -> list[dict]`` (dicts with the
-manifest's fields except ``row``; ``fps``/``masks``/``error`` optional) and register it with
+manifest's fields except ``row``; ``fps``/``masks``/``error`` optional), or, for millions of
+rows, ``-> dict[field, list | pyarrow.Array]`` (one column per field, as ``webvid_adapter``
+returns: a dict per row costs about a kilobyte), and register it with
 one line: ``ADAPTERS["vipseg"] = vipseg_adapter`` (or the ``@register_adapter("vipseg")``
 decorator). ``unique_clip_ids`` and ``duplicate_error`` handle repeated source ids.
 """
 from __future__ import annotations
 
+import bisect
 import csv
+import functools
 import hashlib
-import io as _stdio
 import json
 import math
 import os
@@ -56,7 +59,7 @@ import posixpath
 import re
 import sys
 import uuid
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -64,7 +67,7 @@ import pyarrow.parquet as pq
 from pipeline import io
 from schemas.manifest import MANIFEST_SCHEMA
 
-Adapter = Callable[..., list[dict[str, Any]]]
+Adapter = Callable[..., "list[dict[str, Any]] | dict[str, Any]"]
 ADAPTERS: dict[str, Adapter] = {}
 
 MAX_DURATION_S = 24 * 3600.0
@@ -154,6 +157,8 @@ def clean_caption(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     text = value if isinstance(value, str) else str(value)
+    if text.isascii() and text.isprintable():  # the common case: nothing to clean
+        return text
     text = text.encode("utf-8", "replace").decode("utf-8")  # lone surrogates -> '?'
     return _CONTROL.sub(" ", text)
 
@@ -185,6 +190,19 @@ def parse_duration(value: Any) -> float | None:
     return secs
 
 
+def _duration_parser() -> Callable[[str], float | None]:
+    """``parse_duration`` that parses each distinct value once (WebVid's durations take a few
+    thousand distinct values over millions of rows)."""
+    seen: dict[str, float | None] = {}
+
+    def parse(v: str) -> float | None:
+        d = seen.get(v, seen)
+        if d is seen:
+            d = seen[v] = parse_duration(v)
+        return d  # type: ignore[return-value]
+    return parse
+
+
 def format_duration(seconds: float) -> str:
     """ISO-8601 in WebVid's style: ``PT00H00M11S``, with fractional seconds when needed."""
     ms = int(round(seconds * 1000))
@@ -195,25 +213,42 @@ def format_duration(seconds: float) -> str:
     return f"PT{h:02d}H{m:02d}M{sec}S"
 
 
-def safe_relpath(*parts: str) -> str:
-    """Join relative path parts with ``/``; raise ValueError when the result would leave the
-    data root (absolute path, drive or URI, ``..`` component, NUL byte)."""
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_SEPS = re.compile(r"[/\\]")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _path_part(part: str) -> tuple[str, ...] | str:
+    """The components of one relative path part, or (a str) why it is unsafe. Cached: a
+    WebVid CSV repeats each page_dir thousands of times."""
+    if "\x00" in part:
+        return f"{part!r} contains a NUL byte"
+    if part.startswith(("/", "\\")) or _DRIVE.match(part) or "://" in part:
+        return f"{part!r} is an absolute path"
+    comps = _SEPS.split(part)
+    if ".." in comps:
+        return f"{part!r} has a '..' component"
+    return tuple(c for c in comps if c and c != ".")
+
+
+def _safe_comps(*parts: str) -> list[str]:
     comps: list[str] = []
     for part in parts:
         if not part:
             continue
-        if "\x00" in part:
-            raise ValueError(f"{part!r} contains a NUL byte")
-        if part.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", part) or "://" in part:
-            raise ValueError(f"{part!r} is an absolute path")
-        for c in re.split(r"[/\\]", part):
-            if c == "..":
-                raise ValueError(f"{part!r} has a '..' component")
-            if c and c != ".":
-                comps.append(c)
+        r = _path_part(part)
+        if isinstance(r, str):
+            raise ValueError(r)
+        comps.extend(r)
     if not comps:
         raise ValueError("empty path")
-    return "/".join(comps)
+    return comps
+
+
+def safe_relpath(*parts: str) -> str:
+    """Join relative path parts with ``/``; raise ValueError when the result would leave the
+    data root (absolute path, drive or URI, ``..`` component, NUL byte)."""
+    return "/".join(_safe_comps(*parts))
 
 
 class _DirIndex:
@@ -225,7 +260,7 @@ class _DirIndex:
         self._cache: dict[str, frozenset[str]] = {}
 
     def exists(self, rel: str) -> bool:
-        parent, name = posixpath.split(rel)
+        parent, _, name = rel.rpartition("/")  # rel is normalised (safe_relpath): no "//"
         if parent not in self._cache:
             try:
                 names = io.list_dir(io.join(self.root, *parent.split("/")) if parent else self.root)
@@ -246,6 +281,17 @@ def _source(root: str, rel: str) -> str:
     return io.join(root, *rel.split("/"))
 
 
+def _sourcer(root: str) -> Callable[[str], str]:
+    """``_source`` bound to ``root``: the same strings, with no per-call URI parsing for a
+    local root (a manifest of 10M rows calls it 10M times)."""
+    if io.is_uri(root):
+        return lambda rel: _source(root, rel)
+    head = os.path.join(root, "")
+    if os.sep == "/":
+        return lambda rel: head + rel
+    return lambda rel: head + rel.replace("/", os.sep)
+
+
 def _resolve_option_path(root: str, path: str) -> str:
     path = os.fspath(path)
     if io.is_uri(path) or os.path.isabs(path):
@@ -253,20 +299,44 @@ def _resolve_option_path(root: str, path: str) -> str:
     return io.join(root, *re.split(r"[/\\]", path))
 
 
-def _read_csv_rows(uri: str) -> tuple[list[str], list[dict[str, str]]]:
-    text = io.read_text(uri, encoding="utf-8-sig", errors="replace")
+def _csv_records(f) -> tuple[list[str], Iterator[list[str]]]:
+    """The stripped header and an iterator over the non-blank records of a CSV text stream."""
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    reader = csv.reader(_stdio.StringIO(text, newline=""))
+    reader = csv.reader(f)
     try:
         header = [h.strip() for h in next(reader)]
     except StopIteration:
-        return [], []
-    rows = []
-    for rec in reader:
-        if not rec or (len(rec) == 1 and not rec[0].strip()):
-            continue  # blank line
-        rows.append({h: (rec[i] if i < len(rec) else "") for i, h in enumerate(header)})
+        return [], iter(())
+    blank = lambda rec: not rec or (len(rec) == 1 and not rec[0].strip())  # noqa: E731
+    return header, (rec for rec in reader if not blank(rec))
+
+
+def _read_csv_rows(uri: str) -> tuple[list[str], list[dict[str, str]]]:
+    """The header and one dict per record (a short record gives "" for the missing fields)."""
+    with io.open_text(uri, encoding="utf-8-sig", errors="replace", newline="") as f:
+        header, records = _csv_records(f)
+        rows = [{h: (rec[i] if i < len(rec) else "") for i, h in enumerate(header)} for rec in records]
     return header, rows
+
+
+def _read_csv_columns(uri: str, wanted: Sequence[str], convert: Mapping[str, Callable[[str], Any]] | None = None,
+                      ) -> tuple[list[str], dict[str, list[Any]]]:
+    """The header and, for each wanted column the header has, its values in record order;
+    the same values as ``_read_csv_rows`` (a repeated header name: the last column of that
+    name), streamed into one list per column, not a dict per record (WebVid-10M's CSV is
+    about 2 GB). ``convert[column]`` is applied to each value as it is read."""
+    with io.open_text(uri, encoding="utf-8-sig", errors="replace", newline="") as f:
+        header, records = _csv_records(f)
+        pos = {h: i for i, h in enumerate(header)}
+        cols: dict[str, list[str]] = {c: [] for c in wanted if c in pos}
+        conv = convert or {}
+        take = [(cols[c].append, pos[c], conv.get(c)) for c in cols]
+        for rec in records:
+            n = len(rec)
+            for append, i, fn in take:
+                v = rec[i] if i < n else ""
+                append(v if fn is None else fn(v))
+    return header, cols
 
 
 # --------------------------------------------------------------------------- webvid
@@ -294,44 +364,57 @@ def _find_webvid_csv(root: str, csv_opt: str | None) -> str:
 WEBVID_REQUIRED = ("videoid", "name")
 
 
-def webvid_adapter(dataset: str, data: str, *, csv: str | None = None) -> list[dict[str, Any]]:
-    """WebVid CSV + videos (layout in the module docstring)."""
+def webvid_adapter(dataset: str, data: str, *, csv: str | None = None) -> dict[str, Any]:
+    """WebVid CSV + videos (layout in the module docstring). Returns the manifest columns
+    (a list or Arrow array per field), not a dict per row: WebVid-10M has 10.7M rows."""
     root = _root(data)
     csv_uri = _find_webvid_csv(root, csv)
-    header, records = _read_csv_rows(csv_uri)
+    # Converted as read, so that the raw strings do not pile up: page_dir values shared (a
+    # page_dir holds thousands of clips), durations parsed once per distinct value.
+    dirs: dict[str, str] = {}
+    header, cols = _read_csv_columns(csv_uri, ("videoid", "page_dir", "name", "duration"), convert={
+        "videoid": str.strip, "page_dir": lambda v: dirs.setdefault(v.strip(), v.strip()),
+        "duration": _duration_parser()})
     missing = [c for c in WEBVID_REQUIRED if c not in header]
     if missing:
         raise ValueError(f"{csv_uri} lacks required column(s) {', '.join(missing)} (has: {', '.join(header) or 'none'})")
 
     index = _DirIndex(root)
-    vids = [r.get("videoid", "").strip() for r in records]
+    source_of = _sourcer(root)
+    vids = cols.pop("videoid")
+    n = len(vids)
+    captions = pa.array([clean_caption(c) for c in cols.pop("name")], pa.string())
+    durations = pa.array(cols.pop("duration", None) or [None] * n, pa.float64())
+    page_dirs = cols.pop("page_dir", None) or [""] * n
     clip_ids, dup_of = unique_clip_ids(dataset, vids)
-    out = []
-    for i, rec in enumerate(records):
-        vid, page_dir = vids[i], (rec.get("page_dir") or "").strip()
-        error, source = None, ""
+    sources, errors = [""] * n, [None] * n
+    for i, vid in enumerate(vids):
+        page_dir = page_dirs[i]
         if not vid:
-            error = "invalid_input: empty videoid"
-        else:
-            try:
-                rel = safe_relpath(page_dir, vid + ".mp4")
-                # The flat layout only applies to a videoid that is itself safe (it is: checked above).
-                flat = safe_relpath("videos", vid + ".mp4")
-                source = _source(root, flat if not index.exists(rel) and index.exists(flat) else rel)
-            except ValueError as e:
-                error = f"unsafe_path: page_dir {page_dir!r} / videoid {vid!r}: {e}"
-        if error is None and dup_of[i] is not None:
-            error = duplicate_error("videoid", vid, dup_of[i])
-        out.append({
-            "clip_id": clip_ids[i],
-            "dataset": dataset,
-            "source": source,
-            "source_id": vid,
-            "caption": clean_caption(rec.get("name")),
-            "duration": parse_duration(rec.get("duration")),
-            "error": error,
-        })
-    return out
+            errors[i] = "invalid_input: empty videoid"
+            continue
+        try:
+            rel = safe_relpath(page_dir, vid + ".mp4")
+        except ValueError as e:
+            errors[i] = f"unsafe_path: page_dir {page_dir!r} / videoid {vid!r}: {e}"
+            continue
+        if not index.exists(rel):  # the flat layout, for a videoid that is itself safe
+            flat = "videos/" + "/".join(_path_part(vid + ".mp4"))  # checked by safe_relpath
+            if index.exists(flat):
+                rel = flat
+        sources[i] = source_of(rel)
+        if dup_of[i] is not None:
+            errors[i] = duplicate_error("videoid", vid, dup_of[i])
+    del page_dirs, dup_of
+    return {
+        "clip_id": clip_ids,
+        "dataset": [dataset] * n,
+        "source": sources,
+        "source_id": vids,
+        "caption": captions,
+        "duration": durations,
+        "error": errors,
+    }
 
 
 # --------------------------------------------------------------------------- videohd
@@ -499,21 +582,46 @@ register_adapter("vipseg", vipseg_adapter)
 _FIELDS = [f.name for f in MANIFEST_SCHEMA]
 
 
-def rows_to_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
-    """Number the rows 0..n-1, fill optional fields with null, check keys; -> manifest Table."""
-    recs = []
+def rows_to_table(rows: Iterable[dict[str, Any]] | Mapping[str, Sequence[Any]]) -> pa.Table:
+    """An adapter's rows -> manifest Table: numbered 0..n-1, absent optional fields null,
+    clip ids checked (valid and unique). ``rows`` is an iterable of dicts, one per row, or a
+    mapping of field -> column (a list or a pyarrow Array; equal lengths), which a large
+    dataset's adapter returns."""
+    if isinstance(rows, Mapping):
+        cols = {k: rows[k] for k in _FIELDS if k in rows and k != "row"}
+        n = len(cols.get("clip_id", ()))
+        bad = sorted(k for k, v in cols.items() if len(v) != n)
+        if bad:
+            raise ValueError(f"adapter produced columns of unequal length ({', '.join(bad)} vs clip_id)")
+    else:
+        recs = list(rows)
+        n = len(recs)
+        cols = {k: [r.get(k) for r in recs] for k in _FIELDS if k != "row"}
+        del recs
+    ids = cols.get("clip_id") or [None] * n
+    _check_clip_ids(ids)
+    arrays = []
+    for f in MANIFEST_SCHEMA:
+        if f.name == "row":
+            arrays.append(pa.array(range(n), pa.int64()))
+        elif f.name in cols:
+            col = cols[f.name]
+            arrays.append(col.cast(f.type) if isinstance(col, pa.Array) else pa.array(col, f.type))
+        else:
+            arrays.append(pa.nulls(n, f.type))
+    return pa.Table.from_arrays(arrays, schema=MANIFEST_SCHEMA)
+
+
+def _check_clip_ids(ids: Sequence[Any]) -> None:
+    """Raise for the first row (in order) whose clip id is empty, has characters outside
+    ``[A-Za-z0-9_-]`` or repeats an earlier row's."""
     seen: set[str] = set()
-    for i, r in enumerate(rows):
-        rec = {k: r.get(k) for k in _FIELDS}
-        rec["row"] = i
-        cid = rec["clip_id"]
-        if not cid or _KEY_BAD.search(cid):
+    for cid in ids:
+        if not cid or not isinstance(cid, str) or _KEY_BAD.search(cid):
             raise ValueError(f"adapter produced an invalid clip_id {cid!r}")
         if cid in seen:
             raise ValueError(f"adapter produced a repeated clip_id {cid!r}")
         seen.add(cid)
-        recs.append(rec)
-    return pa.Table.from_pylist(recs, schema=MANIFEST_SCHEMA)
 
 
 def build_manifest(dataset: str, data: str | os.PathLike[str], **options: Any) -> pa.Table:
@@ -532,15 +640,17 @@ def build_manifest(dataset: str, data: str | os.PathLike[str], **options: Any) -
     return rows_to_table(rows)
 
 
-def write_manifest(table: pa.Table, path: str | os.PathLike[str]) -> str:
-    """Write the manifest as parquet (via a temporary name, then renamed); returns the path."""
+def write_manifest(table: pa.Table, path: str | os.PathLike[str], row_group_size: int | None = None) -> str:
+    """Write the manifest as parquet (via a temporary name, then renamed); returns the path.
+    ``row_group_size``: rows per row group (the run aligns them with its shards, so that a
+    worker reading one shard's rows decodes one small row group: ``ManifestRows``)."""
     table = table.cast(MANIFEST_SCHEMA) if table.schema != MANIFEST_SCHEMA else table
     fs, p = io.resolve(path)
     parent = posixpath.dirname(p.replace(os.sep, "/"))
     if parent:
         fs.create_dir(parent, recursive=True)
     tmp = f"{p}.tmp-{uuid.uuid4().hex[:8]}"
-    pq.write_table(table, tmp, filesystem=fs)
+    pq.write_table(table, tmp, filesystem=fs, row_group_size=row_group_size)
     try:
         fs.move(tmp, p)
     except Exception:
@@ -557,3 +667,48 @@ def read_manifest(path: str | os.PathLike[str]) -> pa.Table:
     if missing:
         raise ValueError(f"{path} is not a manifest: missing column(s) {', '.join(missing)}")
     return table.select(_FIELDS).cast(MANIFEST_SCHEMA)
+
+
+class ManifestRows:
+    """Rows ``[start, stop)`` of a manifest parquet file as dicts (``Table.to_pylist`` of
+    MANIFEST_SCHEMA), reading only the row groups that hold them. A shard worker keeps one
+    per run and asks for its shards' rows; the driver then never holds every row as Python
+    objects, nor ships them (10M clips: gigabytes)."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        fs, p = io.resolve(path)
+        self.path = os.fspath(path)
+        self._file = pq.ParquetFile(fs.open_input_file(p))
+        meta = self._file.metadata
+        self.num_rows = meta.num_rows
+        self._starts = [0]
+        for g in range(meta.num_row_groups):
+            self._starts.append(self._starts[-1] + meta.row_group(g).num_rows)
+        missing = [n for n in _FIELDS if n not in self._file.schema_arrow.names]
+        if missing:
+            raise ValueError(f"{path} is not a manifest: missing column(s) {', '.join(missing)}")
+        self._cached: tuple[int, pa.Table] | None = None  # the last row group read
+
+    def _group(self, g: int) -> pa.Table:
+        if self._cached is None or self._cached[0] != g:
+            t = self._file.read_row_group(g).select(_FIELDS).cast(MANIFEST_SCHEMA)
+            self._cached = (g, t)
+        return self._cached[1]
+
+    def rows(self, start: int, stop: int) -> list[dict[str, Any]]:
+        if not 0 <= start <= stop <= self.num_rows:
+            raise ValueError(f"rows [{start}, {stop}) outside {self.path} ({self.num_rows} rows)")
+        out: list[dict[str, Any]] = []
+        g = max(0, bisect.bisect_right(self._starts, start) - 1)
+        while start < stop:
+            t = self._group(g)
+            lo = start - self._starts[g]
+            n = min(stop, self._starts[g + 1]) - start
+            out.extend(t.slice(lo, n).to_pylist())
+            start += n
+            g += 1
+        return out
+
+    def close(self) -> None:
+        self._cached = None
+        self._file.close()

@@ -7,6 +7,7 @@ absolute path. URIs are joined with ``/`` and keep their query string (``s3://b/
 from __future__ import annotations
 
 import contextlib
+import io as _stdio
 import os
 import posixpath
 import shutil
@@ -65,6 +66,16 @@ def read_bytes(uri: str | os.PathLike[str]) -> bytes:
 
 def read_text(uri: str | os.PathLike[str], encoding: str = "utf-8", errors: str = "strict") -> str:
     return read_bytes(uri).decode(encoding, errors)
+
+
+@contextlib.contextmanager
+def open_text(uri: str | os.PathLike[str], encoding: str = "utf-8", errors: str = "strict",
+              newline: str | None = None) -> Iterator[_stdio.TextIOWrapper]:
+    """A text stream over a local file or URI, decoded as it is read (a 2 GB CSV is not held
+    in memory, as ``read_text`` would hold it)."""
+    fs, path = resolve(uri)
+    with fs.open_input_stream(path) as raw:
+        yield _stdio.TextIOWrapper(raw, encoding=encoding, errors=errors, newline=newline)
 
 
 def list_dir(uri: str | os.PathLike[str]) -> list[str]:

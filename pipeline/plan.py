@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from schemas.status import STATUS_SCHEMA
 
 from .config import Config
-from .datasets import build_manifest, write_manifest
+from .datasets import ManifestRows, build_manifest, write_manifest
 from .shards import atomic_write_bytes, remove_temp_files, shard_paths, write_index, write_status
 from .isolation import make_clip_runner
 from .lock import RunLock, check_run
@@ -31,17 +31,25 @@ from .worker import STAGES, ClipProcessor, import_plugins, process_shard, stage_
 log = logging.getLogger(__name__)
 
 
-def shard_tasks(manifest: pa.Table, samples_per_shard: int) -> list[dict]:
-    rows = manifest.to_pylist()
-    return [{"shard": i // samples_per_shard, "rows": rows[i:i + samples_per_shard]}
-            for i in range(0, len(rows), samples_per_shard)]
+def shard_tasks(num_rows: int, samples_per_shard: int) -> list[dict]:
+    """Shard ``i`` holds manifest rows ``[start, stop)``: the task names the rows, and whoever
+    runs it reads them (``ManifestRows``), so the plan stays small at 10M clips."""
+    n = max(1, int(samples_per_shard))
+    return [{"shard": i // n, "start": i, "stop": min(i + n, num_rows)} for i in range(0, num_rows, n)]
+
+
+def manifest_row_group(samples_per_shard: int, target: int = 8192) -> int:
+    """Rows per manifest row group: a multiple of the shard size near ``target``, so a shard's
+    rows are one small row group's slice."""
+    n = max(1, int(samples_per_shard))
+    return n * max(1, target // n)
 
 
 class ShardWorker:
     """Ray Data callable class: one instance per actor, backends loaded once."""
 
     def __init__(self, cfg_dict: dict, out_dir: str, prefix: str, target: str, force: bool,
-                 run_id: str | None = None):
+                 manifest: str, run_id: str | None = None):
         from .config import config_from_dict
 
         logging.basicConfig(level=logging.WARNING)
@@ -51,6 +59,7 @@ class ShardWorker:
         self.commit_check = (lambda: check_run(out_dir, run_id)) if run_id else None
         self.processor = ClipProcessor(self.cfg)
         self.runner = make_clip_runner(self.cfg)  # clips run in a child process (isolation)
+        self.manifest = ManifestRows(manifest)
 
     def __del__(self):
         if getattr(self, "runner", None) is not None:
@@ -58,8 +67,8 @@ class ShardWorker:
 
     def __call__(self, batch: dict) -> dict:
         out = []
-        for shard, rows_json in zip(batch["shard"], batch["rows"]):
-            rows = json.loads(rows_json)
+        for shard, start, stop in zip(batch["shard"], batch["start"], batch["stop"]):
+            rows = self.manifest.rows(int(start), int(stop))
             st = process_shard(rows, int(shard), self.cfg, self.out_dir, self.prefix, self.processor,
                                self.target, self.force, clip_runner=self.runner,
                                commit_check=self.commit_check)
@@ -87,20 +96,22 @@ class RunResult:
         return self.clips / self.seconds if self.seconds > 0 else 0.0
 
 
-def _iter_local(tasks: list[dict], cfg: Config, out_dir: str, prefix: str, target: str, force: bool) -> Iterator[dict]:
+def _iter_local(tasks: list[dict], manifest: pa.Table, cfg: Config, out_dir: str, prefix: str, target: str,
+                force: bool) -> Iterator[dict]:
     proc = ClipProcessor(cfg)
     runner = make_clip_runner(cfg)
     try:
         for t in tasks:
-            yield process_shard(t["rows"], t["shard"], cfg, out_dir, prefix, proc, target, force,
+            rows = manifest.slice(t["start"], t["stop"] - t["start"]).to_pylist()
+            yield process_shard(rows, t["shard"], cfg, out_dir, prefix, proc, target, force,
                                 clip_runner=runner)
     finally:
         if runner is not None:
             runner.close()
 
 
-def _iter_ray(tasks: list[dict], cfg: Config, out_dir: str, prefix: str, target: str, force: bool,
-              address: str | None, run_id: str | None = None) -> Iterator[dict]:
+def _iter_ray(tasks: list[dict], manifest_path: str, cfg: Config, out_dir: str, prefix: str, target: str,
+              force: bool, address: str | None, run_id: str | None = None) -> Iterator[dict]:
     import ray
 
     if not ray.is_initialized():
@@ -117,12 +128,13 @@ def _iter_ray(tasks: list[dict], cfg: Config, out_dir: str, prefix: str, target:
     r = cfg.ray
     workers = r.num_workers or max(1, int(cpus // max(r.num_cpus_per_worker, 0.01)))
     workers = max(1, min(workers, len(tasks)))
-    items = [{"shard": t["shard"], "rows": json.dumps(t["rows"])} for t in tasks]
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    ds = ray.data.from_items(tasks, override_num_blocks=len(tasks))
     ds = ds.map_batches(
         ShardWorker,
         fn_constructor_kwargs=dict(cfg_dict=cfg.to_dict(), out_dir=os.path.abspath(out_dir), prefix=prefix,
-                                   target=target, force=force, run_id=run_id),
+                                   target=target, force=force, run_id=run_id,
+                                   manifest=os.path.abspath(manifest_path) if "://" not in manifest_path
+                                   else manifest_path),
         batch_size=1,
         concurrency=workers,
         num_cpus=r.num_cpus_per_worker,
@@ -133,9 +145,17 @@ def _iter_ray(tasks: list[dict], cfg: Config, out_dir: str, prefix: str, target:
         yield json.loads(row["stats"])
 
 
-def collect_tables(out_dir: str, prefix: str, shards: list[int], stage: str) -> pa.Table:
+def collect_tables(out_dir: str, prefix: str, shards: list[int], stage: str,
+                   statuses: tuple[str, ...] | None = None) -> pa.Table:
+    """The shards' status tables in shard order; only the rows with one of ``statuses`` when
+    given (filtered shard by shard: a 10M-clip run keeps only its failures in memory)."""
     d = stage_dir(out_dir, stage)
-    tables = [pq.read_table(shard_paths(d, prefix, s)["status"], schema=STATUS_SCHEMA) for s in shards]
+    tables = []
+    for s in shards:
+        t = pq.read_table(shard_paths(d, prefix, s)["status"], schema=STATUS_SCHEMA)
+        if statuses is not None:
+            t = t.filter(pa.compute.is_in(t["status"], value_set=pa.array(statuses, t.schema.field("status").type)))
+        tables.append(t)
     return pa.concat_tables(tables) if tables else STATUS_SCHEMA.empty_table()
 
 
@@ -167,15 +187,19 @@ def _remove_temp_files(out_dir: str) -> None:
 def _run_locked(cfg, dataset, data, out_dir, stage, force, executor, address, progress, dataset_options,
                 t0, profile, run_id) -> RunResult:
     manifest = build_manifest(dataset, data, **dataset_options)
-    write_manifest(manifest, os.path.join(out_dir, "manifest.parquet"))
+    manifest_path = write_manifest(manifest, os.path.join(out_dir, "manifest.parquet"),
+                                   row_group_size=manifest_row_group(cfg.shards.samples_per_shard))
     atomic_write_bytes(os.path.join(out_dir, "config.json"),
                        json.dumps(cfg.to_dict(), indent=1, sort_keys=True).encode())
     prefix = f"{dataset}-{profile.name}"
-    tasks = shard_tasks(manifest, cfg.shards.samples_per_shard)
+    tasks = shard_tasks(manifest.num_rows, cfg.shards.samples_per_shard)
     result = RunResult(os.path.abspath(out_dir), prefix, stage, clips=manifest.num_rows)
     address = address or cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    it = (_iter_local(tasks, cfg, out_dir, prefix, stage, force) if executor == "local"
-          else _iter_ray(tasks, cfg, out_dir, prefix, stage, force, address, run_id))
+    if executor == "local":
+        it = _iter_local(tasks, manifest, cfg, out_dir, prefix, stage, force)
+    else:
+        del manifest  # the workers read their rows from the manifest file
+        it = _iter_ray(tasks, manifest_path, cfg, out_dir, prefix, stage, force, address, run_id)
     for st in it:
         result.stats.append(st)
         result.skipped_shards += bool(st.get("skipped"))
@@ -185,7 +209,7 @@ def _run_locked(cfg, dataset, data, out_dir, stage, force, executor, address, pr
     result.ok = sum(s["ok"] for s in result.stats)
     result.error = sum(s["error"] for s in result.stats)
     result.filtered = sum(s["filtered"] for s in result.stats)
-    table = collect_tables(out_dir, prefix, [t["shard"] for t in tasks], stage)
+    table = collect_tables(out_dir, prefix, [t["shard"] for t in tasks], stage, ("error", "filtered"))
     d = stage_dir(out_dir, stage)
     for status, name in (("error", "errors"), ("filtered", "filtered")):  # atomic: no partial table
         write_status(os.path.join(d, f"{name}.parquet"), table.filter(pa.compute.equal(table["status"], status)).to_pylist())

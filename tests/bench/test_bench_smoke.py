@@ -91,3 +91,7 @@ def test_quick_benchmark_writes_json(tmp_path):
     assert [v["variant"] for v in r["variants"]] == ["throughput", "masks_none", "masks_none_fast"]
     assert all(v["clips_per_s"] and v["vs_lower_bound"] and v["epe"] for v in r["variants"])
     assert isinstance(r["table"], str) and "lower bound" in r["table"]
+    plan = r["plan"]["sizes"]
+    assert set(plan) == {"1000", "10000"} and all(v["rows"] == int(n) and v["shards"] == -(-int(n) // 100)
+                                                 for n, v in plan.items())
+    assert "driver: plan of a WebVid CSV" in r["table"]

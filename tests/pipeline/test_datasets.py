@@ -365,3 +365,76 @@ def test_build_sample(tmp_path):
     damaged.write_bytes(b"truncated")
     build_sample(out)
     assert len(decord.VideoReader(str(damaged))) == 144
+
+
+# --------------------------------------------------------------------------- large manifests
+def test_webvid_csv_edge_cases(tmp_path, tiny_mp4):
+    """The column-wise CSV reading keeps the row-wise semantics: BOM, CRLF, blank lines,
+    short rows, a repeated header name (the last column wins), quoted newlines, bad UTF-8,
+    '.' components in page_dir."""
+    root = tmp_path / "data"
+    _put(tiny_mp4, root, "a/b/1.mp4")
+    _put(tiny_mp4, root, "videos/3.mp4")
+    lines = [
+        b"\xef\xbb\xbfvideoid,name,page_dir,name,duration",
+        b"1,first,./a/./b,kept caption,PT00H00M11S",
+        b"",
+        b"2,x,.,\"two\r\nlines\",11",
+        b"3,x,.",                      # short row: no caption, no duration
+        b"4,x,a//b,bad \xff byte,00:00:07",
+        b"  ",                         # blank (whitespace only)
+        b"5,x,./..,escapes,5",
+    ]
+    (root / "webvid.csv").write_bytes(b"\r\n".join(lines) + b"\r\n")
+    recs = _check_table(build_manifest("webvid", root), 5)
+    assert [r["source_id"] for r in recs] == ["1", "2", "3", "4", "5"]
+    assert recs[0]["source"] == str(root / "a" / "b" / "1.mp4") and recs[0]["caption"] == "kept caption"
+    assert recs[0]["duration"] == 11.0 and recs[0]["error"] is None
+    assert recs[1]["source"] == str(root / "2.mp4") and recs[1]["caption"] == "two \nlines"
+    assert recs[1]["duration"] == 11.0
+    assert recs[2]["source"] == str(root / "videos" / "3.mp4")  # flat layout fallback
+    assert recs[2]["caption"] == "" and recs[2]["duration"] is None
+    assert recs[3]["source"] == str(root / "a" / "b" / "4.mp4") and recs[3]["caption"] == "bad \ufffd byte"
+    assert recs[3]["duration"] == 7.0
+    assert _reason(recs[4]["error"]) == "unsafe_path" and recs[4]["source"] == ""
+
+
+def test_rows_to_table_columns_equal_rows():
+    from pipeline.datasets import rows_to_table
+
+    rows = [{"clip_id": f"t_{i}", "dataset": "t", "source": f"/v/{i}.mp4", "source_id": str(i),
+             "caption": None if i % 2 else f"c{i}", "duration": 1.5 * i or None, "error": None, "extra": 1}
+            for i in range(7)]
+    cols = {k: [r[k] for r in rows] for k in rows[0]}
+    a, b = rows_to_table(rows), rows_to_table(cols)
+    assert a.equals(b) and b.schema.equals(MANIFEST_SCHEMA) and b["fps"].null_count == 7
+    with pytest.raises(ValueError, match="unequal length"):
+        rows_to_table({**cols, "source": cols["source"][:-1]})
+    bad = dict(cols, clip_id=["t_0", "t_1", "t.2", "t_1"])
+    with pytest.raises(ValueError, match=r"invalid clip_id 't\.2'"):
+        rows_to_table({k: v[:4] for k, v in bad.items()})
+    with pytest.raises(ValueError, match="repeated clip_id 't_1'"):
+        rows_to_table({k: v[:4] for k, v in dict(cols, clip_id=["t_0", "t_1", "t_1", "t.3"]).items()})
+
+
+def test_manifest_rows_reads_slices_across_row_groups(tmp_path):
+    from pipeline.datasets import ManifestRows, rows_to_table
+    from pipeline.plan import manifest_row_group, shard_tasks
+
+    n = 25
+    t = rows_to_table({"clip_id": [f"t_{i}" for i in range(n)], "dataset": ["t"] * n,
+                       "source": [f"/v/{i}" for i in range(n)], "source_id": [str(i) for i in range(n)]})
+    path = write_manifest(t, tmp_path / "m.parquet", row_group_size=8)
+    r = ManifestRows(path)
+    assert r.num_rows == n
+    for a, b in [(0, 25), (5, 19), (8, 16), (24, 25), (3, 3)]:
+        assert r.rows(a, b) == t.slice(a, b - a).to_pylist()
+    for a, b in [(-1, 3), (3, 2), (20, 26)]:
+        with pytest.raises(ValueError, match="outside"):
+            r.rows(a, b)
+    r.close()
+    tasks = shard_tasks(n, 10)
+    assert tasks == [{"shard": 0, "start": 0, "stop": 10}, {"shard": 1, "start": 10, "stop": 20},
+                     {"shard": 2, "start": 20, "stop": 25}]
+    assert shard_tasks(0, 10) == []
+    assert manifest_row_group(100) == 8100 and manifest_row_group(10000) == 10000 and manifest_row_group(3) % 3 == 0
