@@ -515,7 +515,13 @@ import json, os, resource, sys, time
 sys.path.insert(0, sys.argv[4])
 from pipeline.datasets import build_manifest, write_manifest
 from pipeline.plan import manifest_row_group, shard_tasks
-rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def rss():
+    # VmHWM: this process image's peak (ru_maxrss would keep the forking parent's peak across exec)
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 data, out, sps = sys.argv[1], sys.argv[2], int(sys.argv[3])
 base = rss()
 t0 = time.perf_counter()
