@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import pickle
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -559,10 +562,6 @@ def driver_plan(work: str, sizes: tuple[int, ...], samples_per_shard: int = 100)
     """What the driver spends before the first clip, for WebVid CSVs of each size: the manifest
     (CSV -> checked rows -> Arrow), its parquet file and the shard tasks, each size in a fresh
     process (its peak RSS is the plan's, not this benchmark's)."""
-    import json
-    import subprocess
-    import sys
-
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out: dict[str, Any] = {"samples_per_shard": samples_per_shard, "sizes": {}}
     for n in sizes:

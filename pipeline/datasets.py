@@ -190,19 +190,6 @@ def parse_duration(value: Any) -> float | None:
     return secs
 
 
-def _duration_parser() -> Callable[[str], float | None]:
-    """``parse_duration`` that parses each distinct value once (WebVid's durations take a few
-    thousand distinct values over millions of rows)."""
-    seen: dict[str, float | None] = {}
-
-    def parse(v: str) -> float | None:
-        d = seen.get(v, seen)
-        if d is seen:
-            d = seen[v] = parse_duration(v)
-        return d  # type: ignore[return-value]
-    return parse
-
-
 def format_duration(seconds: float) -> str:
     """ISO-8601 in WebVid's style: ``PT00H00M11S``, with fractional seconds when needed."""
     ms = int(round(seconds * 1000))
@@ -231,7 +218,9 @@ def _path_part(part: str) -> tuple[str, ...] | str:
     return tuple(c for c in comps if c and c != ".")
 
 
-def _safe_comps(*parts: str) -> list[str]:
+def safe_relpath(*parts: str) -> str:
+    """Join relative path parts with ``/``; raise ValueError when the result would leave the
+    data root (absolute path, drive or URI, ``..`` component, NUL byte)."""
     comps: list[str] = []
     for part in parts:
         if not part:
@@ -242,13 +231,7 @@ def _safe_comps(*parts: str) -> list[str]:
         comps.extend(r)
     if not comps:
         raise ValueError("empty path")
-    return comps
-
-
-def safe_relpath(*parts: str) -> str:
-    """Join relative path parts with ``/``; raise ValueError when the result would leave the
-    data root (absolute path, drive or URI, ``..`` component, NUL byte)."""
-    return "/".join(_safe_comps(*parts))
+    return "/".join(comps)
 
 
 class _DirIndex:
@@ -369,12 +352,11 @@ def webvid_adapter(dataset: str, data: str, *, csv: str | None = None) -> dict[s
     (a list or Arrow array per field), not a dict per row: WebVid-10M has 10.7M rows."""
     root = _root(data)
     csv_uri = _find_webvid_csv(root, csv)
-    # Converted as read, so that the raw strings do not pile up: page_dir values shared (a
+    # Converted as read, so that the raw strings do not pile up: page_dir values interned (a
     # page_dir holds thousands of clips), durations parsed once per distinct value.
-    dirs: dict[str, str] = {}
     header, cols = _read_csv_columns(csv_uri, ("videoid", "page_dir", "name", "duration"), convert={
-        "videoid": str.strip, "page_dir": lambda v: dirs.setdefault(v.strip(), v.strip()),
-        "duration": _duration_parser()})
+        "videoid": str.strip, "page_dir": lambda v: sys.intern(v.strip()),
+        "duration": functools.lru_cache(maxsize=None)(parse_duration)})
     missing = [c for c in WEBVID_REQUIRED if c not in header]
     if missing:
         raise ValueError(f"{csv_uri} lacks required column(s) {', '.join(missing)} (has: {', '.join(header) or 'none'})")
@@ -399,7 +381,7 @@ def webvid_adapter(dataset: str, data: str, *, csv: str | None = None) -> dict[s
             errors[i] = f"unsafe_path: page_dir {page_dir!r} / videoid {vid!r}: {e}"
             continue
         if not index.exists(rel):  # the flat layout, for a videoid that is itself safe
-            flat = "videos/" + "/".join(_path_part(vid + ".mp4"))  # checked by safe_relpath
+            flat = safe_relpath("videos", vid + ".mp4")  # cannot raise: vid passed above
             if index.exists(flat):
                 rel = flat
         sources[i] = source_of(rel)
@@ -598,8 +580,8 @@ def rows_to_table(rows: Iterable[dict[str, Any]] | Mapping[str, Sequence[Any]]) 
         n = len(recs)
         cols = {k: [r.get(k) for r in recs] for k in _FIELDS if k != "row"}
         del recs
-    ids = cols.get("clip_id") or [None] * n
-    _check_clip_ids(ids)
+    ids = cols.get("clip_id", [])
+    _check_clip_ids(ids.to_pylist() if isinstance(ids, pa.Array) else ids)
     arrays = []
     for f in MANIFEST_SCHEMA:
         if f.name == "row":
@@ -663,10 +645,14 @@ def read_manifest(path: str | os.PathLike[str]) -> pa.Table:
     """Read a manifest written by ``write_manifest``, checked against MANIFEST_SCHEMA."""
     fs, p = io.resolve(path)
     table = pq.read_table(p, filesystem=fs)
-    missing = [n for n in _FIELDS if n not in table.column_names]
+    _check_manifest_columns(table.column_names, path)
+    return table.select(_FIELDS).cast(MANIFEST_SCHEMA)
+
+
+def _check_manifest_columns(names: Sequence[str], path: Any) -> None:
+    missing = [n for n in _FIELDS if n not in names]
     if missing:
         raise ValueError(f"{path} is not a manifest: missing column(s) {', '.join(missing)}")
-    return table.select(_FIELDS).cast(MANIFEST_SCHEMA)
 
 
 class ManifestRows:
@@ -684,9 +670,7 @@ class ManifestRows:
         self._starts = [0]
         for g in range(meta.num_row_groups):
             self._starts.append(self._starts[-1] + meta.row_group(g).num_rows)
-        missing = [n for n in _FIELDS if n not in self._file.schema_arrow.names]
-        if missing:
-            raise ValueError(f"{path} is not a manifest: missing column(s) {', '.join(missing)}")
+        _check_manifest_columns(self._file.schema_arrow.names, path)
         self._cached: tuple[int, pa.Table] | None = None  # the last row group read
 
     def _group(self, g: int) -> pa.Table:

@@ -24,6 +24,7 @@ from schemas.status import STATUS_SCHEMA
 from .config import Config
 from .datasets import ManifestRows, build_manifest, write_manifest
 from .shards import atomic_write_bytes, remove_temp_files, shard_paths, write_index, write_status
+from .io import is_uri
 from .isolation import make_clip_runner
 from .lock import RunLock, check_run
 from .worker import STAGES, ClipProcessor, import_plugins, process_shard, stage_dir
@@ -96,16 +97,17 @@ class RunResult:
         return self.clips / self.seconds if self.seconds > 0 else 0.0
 
 
-def _iter_local(tasks: list[dict], manifest: pa.Table, cfg: Config, out_dir: str, prefix: str, target: str,
+def _iter_local(tasks: list[dict], manifest_path: str, cfg: Config, out_dir: str, prefix: str, target: str,
                 force: bool) -> Iterator[dict]:
     proc = ClipProcessor(cfg)
     runner = make_clip_runner(cfg)
+    manifest = ManifestRows(manifest_path)
     try:
         for t in tasks:
-            rows = manifest.slice(t["start"], t["stop"] - t["start"]).to_pylist()
-            yield process_shard(rows, t["shard"], cfg, out_dir, prefix, proc, target, force,
-                                clip_runner=runner)
+            yield process_shard(manifest.rows(t["start"], t["stop"]), t["shard"], cfg, out_dir, prefix, proc,
+                                target, force, clip_runner=runner)
     finally:
+        manifest.close()
         if runner is not None:
             runner.close()
 
@@ -133,8 +135,7 @@ def _iter_ray(tasks: list[dict], manifest_path: str, cfg: Config, out_dir: str, 
         ShardWorker,
         fn_constructor_kwargs=dict(cfg_dict=cfg.to_dict(), out_dir=os.path.abspath(out_dir), prefix=prefix,
                                    target=target, force=force, run_id=run_id,
-                                   manifest=os.path.abspath(manifest_path) if "://" not in manifest_path
-                                   else manifest_path),
+                                   manifest=manifest_path if is_uri(manifest_path) else os.path.abspath(manifest_path)),
         batch_size=1,
         concurrency=workers,
         num_cpus=r.num_cpus_per_worker,
@@ -194,12 +195,10 @@ def _run_locked(cfg, dataset, data, out_dir, stage, force, executor, address, pr
     prefix = f"{dataset}-{profile.name}"
     tasks = shard_tasks(manifest.num_rows, cfg.shards.samples_per_shard)
     result = RunResult(os.path.abspath(out_dir), prefix, stage, clips=manifest.num_rows)
+    del manifest  # the shard loops read their rows from the manifest file (ManifestRows)
     address = address or cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    if executor == "local":
-        it = _iter_local(tasks, manifest, cfg, out_dir, prefix, stage, force)
-    else:
-        del manifest  # the workers read their rows from the manifest file
-        it = _iter_ray(tasks, manifest_path, cfg, out_dir, prefix, stage, force, address, run_id)
+    it = (_iter_local(tasks, manifest_path, cfg, out_dir, prefix, stage, force) if executor == "local"
+          else _iter_ray(tasks, manifest_path, cfg, out_dir, prefix, stage, force, address, run_id))
     for st in it:
         result.stats.append(st)
         result.skipped_shards += bool(st.get("skipped"))
