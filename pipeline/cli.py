@@ -57,7 +57,7 @@ def run(
     import logging
 
     from .config import load_config
-    from .plan import run as run_plan
+    from .run import run as run_plan
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -120,6 +120,13 @@ class RayConfig:
     num_cpus_per_worker: float = 1.0
     num_gpus_per_worker: float = 0.0
     retries: int = 2
+    # Stage groups (pipeline/run/groups.py): model stages run as GPU operators when the
+    # cluster has GPUs (None = auto; False = one fused operator per clip everywhere), and
+    # per-group resources: {"flow"|"masks"|"tracks"|"cpu": {num_cpus, num_gpus, batch_size,
+    # min_actors, max_actors}}.
+    gpu_operators: bool | None = None
+    groups: dict = field(default_factory=dict)
+    quiet: bool = True              # Ray's own console output goes to its log folder (pipeline/run/console.py)
 
 
 @dataclass

@@ -5,11 +5,12 @@ takes down only the child: the worker sees the child die (or its stage time limi
 kills it, starts a fresh one and retries the clip a bounded number of times; after that the
 clip is recorded as an error with reason ``crashed`` or ``timeout`` and the shard goes on.
 
-``IsolatedRunner(cfg)`` is a ``clip_runner`` for :func:`pipeline.worker.process_shard`::
+``IsolatedRunner(cfg)`` runs the clip stages of the first stage group of a run
+(``pipeline.run.runner.GroupRunner``)::
 
-    runner = IsolatedRunner(cfg)
+    runner = IsolatedRunner(cfg, encoded=True)
     try:
-        process_shard(rows, shard, cfg, out, prefix, processor, clip_runner=runner)
+        out = runner(processor, row, "entities", state)   # {"_members", "meta", "timings", ...}
     finally:
         runner.close()
 
@@ -184,7 +185,7 @@ class IsolatedRunner:
                 raise _ChildLost("crashed", f"worker process {describe_exit(self._proc.exitcode)} in stage {stage}")
 
     def __call__(self, processor: Any, row: dict, until: str, state: dict | None) -> dict:
-        """The ``clip_runner`` signature of ``process_shard`` (``processor`` is not used:
+        """Run one clip up to ``until`` (``processor`` is not used:
         the child has its own, built from the same config)."""
         attempts = 1 + self.retries
         lost: _ChildLost | None = None
@@ -245,8 +246,3 @@ def _child_main(conn, cfg_dict: dict, ppid: int) -> None:
             conn.send(("error", e.reason, e.message))
         except Exception as e:  # a bug or an unexpected library failure
             conn.send(("internal", f"{type(e).__name__}: {e}"[:2000], traceback.format_exc(limit=5)))
-
-
-def make_clip_runner(cfg: Config) -> IsolatedRunner | None:
-    """The runner the executors use: an IsolatedRunner when ``isolation.enabled``, else None."""
-    return IsolatedRunner(cfg, encoded=True) if cfg.isolation.enabled else None

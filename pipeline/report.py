@@ -376,7 +376,7 @@ def _stage_order(names) -> list[str]:
 
 
 class RunProgress:
-    """The ``progress`` callback of ``pipeline.plan.run``: one call per finished shard.
+    """The ``progress`` callback of ``pipeline.run.run``: one call per finished shard.
 
     On a terminal (and with rich importable) it is a live bar with elapsed time, ETA,
     clip counts and the share of time per stage; otherwise one plain line per shard with
@@ -391,7 +391,11 @@ class RunProgress:
 
         self._time = time.perf_counter
         self.t0 = self._time()
-        self.stream = stream if stream is not None else sys.stderr
+        if stream is None:  # the stderr of the moment (pipeline.run.console swaps it during Ray runs)
+            from .run.console import CurrentStderr
+
+            stream = CurrentStderr()
+        self.stream = stream
         if use_rich is None:
             use_rich = bool(getattr(self.stream, "isatty", lambda: False)())
         self.label = label

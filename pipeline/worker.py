@@ -1,8 +1,10 @@
-"""Per-clip and per-shard processing with no Ray in it: the unit the Ray plan schedules.
+"""Per-clip processing with no Ray in it: what every operator of the run calls.
 
-``ClipProcessor`` runs the stages of one clip in order (decode -> flow -> trajectories ->
-entities); ``process_shard`` runs a processor over the clips of one shard and writes the
-shard atomically (or, with ``--stage``, a stage cache that a later run resumes from).
+``ClipProcessor`` runs the stages of one clip in order (decode -> flow -> motion ->
+trajectories -> entities) on a clip state dict; the entity stage is also available as its
+two halves (``entity_masks``, ``entity_tracks``) and the model stages over several clips at
+once (``flow_many``, ``entity_masks_many``), which the GPU operators of ``pipeline.run`` use.
+The shard loop, staging and commit live in ``pipeline.run``.
 """
 from __future__ import annotations
 
@@ -15,13 +17,11 @@ from typing import Callable
 
 import numpy as np
 
-from schemas.sample import DEFAULT_FLOW_STEP, decode_jpeg, decode_sample, dequantize_flow, encode_jpeg, encode_sample
-from schemas.status import STATUS_ERROR, STATUS_FILTERED, STATUS_OK
+from schemas.sample import DEFAULT_FLOW_STEP, decode_jpeg, decode_sample, dequantize_flow, encode_jpeg
 from stages.decode import clip_rng, decode_frame_folder, decode_video
 from stages.errors import ClipError, split_reason
 
 from .config import Config
-from .shards import TarShardWriter, read_stats, shard_name, shard_paths, write_stats, write_status
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +148,18 @@ class ClipProcessor:
         return state
 
     def flow(self, state: dict) -> dict:
+        return self._store_flow(state, self.flow_backend.forward(state["frames"]))
+
+    def flow_many(self, states: list[dict]) -> list[dict]:
+        """``flow`` of several clips, their frame pairs batched together where the backend
+        can (``forward_many``: the torch backends) and the clips share one frame size."""
+        many = getattr(self.flow_backend, "forward_many", None)
+        if many is None or len(states) < 2 or len({s["frames"].shape for s in states}) != 1:
+            return [self.flow(s) for s in states]
+        return [self._store_flow(s, f) for s, f in zip(states, many([s["frames"] for s in states]))]
+
+    def _store_flow(self, state: dict, flow: np.ndarray) -> dict:
         step = float(self.cfg.flow.step or DEFAULT_FLOW_STEP)
-        flow = self.flow_backend.forward(state["frames"])
         state["flow"] = dequantize_flow(flow, step)  # exactly what the shard stores
         state["meta"]["flow"] = {**self.flow_backend.describe(), "step": step, "encoding": "pfz1",
                                  "max_encoding_error": step / 2}
@@ -182,11 +192,28 @@ class ClipProcessor:
         return state
 
     def entities(self, state: dict) -> dict:
+        return self.entity_tracks(self.entity_masks(state))
+
+    # the entity stage in two halves: first-frame masks (SAM: a GPU model), then incircles
+    # and tracking (CoTracker: a GPU model); ``entities`` = both
+    def entity_masks(self, state: dict) -> dict:
+        stage = self.entity_stage if self.cfg.entities.enabled else None
+        if stage is not None:
+            stage.masks_step(state, state.get("row") or {})
+        return state
+
+    def entity_masks_many(self, states: list[dict]) -> list[dict]:
+        stage = self.entity_stage if self.cfg.entities.enabled else None
+        if stage is not None:
+            stage.masks_many(states, [s.get("row") or {} for s in states])
+        return states
+
+    def entity_tracks(self, state: dict) -> dict:
         stage = self.entity_stage if self.cfg.entities.enabled else None
         if stage is None:
             state["meta"]["entities"] = None
             return state
-        return stage(state, state.get("row") or {})
+        return stage.tracks_step(state, state.get("row") or {})
 
     def run(self, row: dict, until: str = "entities", state: dict | None = None,
             on_stage: Callable[[str], None] | None = None) -> dict:
@@ -221,40 +248,6 @@ def state_from_members(members: dict[str, bytes], row: dict) -> dict:
     return s
 
 
-def _status(row: dict, shard: int, status: str, reason=None, message=None, tar=None, nbytes=None, secs=None) -> dict:
-    return {"clip_id": row["clip_id"], "row": int(row["row"]), "shard": shard, "status": status,
-            "reason": reason, "message": message, "tar": tar, "bytes": nbytes, "seconds": secs}
-
-
-def remove_file(path: str) -> bool:
-    try:
-        os.remove(path)
-        return True
-    except FileNotFoundError:
-        return False
-
-
-def remove_shard_leftovers(d: str, prefix: str, shard: int) -> list[str]:
-    """Remove what an interrupted attempt at a not-done shard may have left in ``d``: temporary
-    files of its tar parts, status and stats, and tar parts already renamed into place (a
-    shard is only valid once its stats file exists). Probes the known names (no listing)."""
-    name = shard_name(prefix, shard)
-    removed = [p for p in (os.path.join(d, f".{name}.parquet.tmp"), os.path.join(d, f".{name}.stats.json.tmp"))
-               if remove_file(p)]
-    part = 0
-    while True:
-        tar = shard_name(prefix, shard, part) + ".tar"
-        found = [p for p in (os.path.join(d, tar), os.path.join(d, f".{tar}.tmp")) if remove_file(p)]
-        removed += found
-        if not found and part > 0:
-            break
-        part += 1
-    if removed:
-        log.warning("shard %s: removed leftovers of an interrupted attempt: %s", name,
-                    ", ".join(os.path.basename(p) for p in removed))
-    return removed
-
-
 def import_plugins(names) -> None:
     """Import plugin modules (dotted names, or paths of .py files) that register adapters,
     flow backends or stages; every worker process does this before processing clips."""
@@ -279,119 +272,3 @@ def import_plugins(names) -> None:
 
 def stage_dir(out_dir: str, stage: str) -> str:
     return out_dir if stage == "shards" else os.path.join(out_dir, "_stages", stage)
-
-
-def _load_stage_cache(out_dir: str, prefix: str, shard: int, target: str) -> tuple[str | None, dict, dict]:
-    """The most advanced completed stage cache before ``target`` for this shard, if any."""
-    import pyarrow.parquet as pq
-    import tarfile
-
-    stages = CLIP_STAGES[: CLIP_STAGES.index(target) + 1] if target in CLIP_STAGES else CLIP_STAGES
-    for stage in reversed(stages):
-        d = stage_dir(out_dir, stage)
-        paths = shard_paths(d, prefix, shard)
-        stats = read_stats(paths["stats"])
-        if stats is None:
-            continue
-        members: dict[str, dict[str, bytes]] = {}
-        for tar_name in stats.get("tars", []):
-            with tarfile.open(os.path.join(d, tar_name)) as tf:
-                for m in tf:
-                    key, _, ext = m.name.partition(".")
-                    members.setdefault(key, {})[ext] = tf.extractfile(m).read()
-        status = {r["clip_id"]: r for r in pq.read_table(paths["status"]).to_pylist()}
-        return stage, members, status
-    return None, {}, {}
-
-
-def process_shard(rows: list[dict], shard: int, cfg: Config, out_dir: str, prefix: str,
-                  processor: ClipProcessor, target: str = "shards", force: bool = False,
-                  clip_runner: Callable[[ClipProcessor, dict, str, dict | None], dict] | None = None,
-                  commit_check: Callable[[], None] | None = None) -> dict:
-    """Process one shard's clips and write its output; returns its stats.
-
-    Every row ends in exactly one status row (ok / error / filtered). Already-done shards
-    (stats file present) are skipped unless ``force``. Temporary files carry a tag unique to
-    this attempt. ``commit_check()`` is called before anything is renamed into place; it
-    raises when this attempt must not commit (its run was superseded).
-    """
-    if target not in STAGES:
-        raise ValueError(f"unknown stage {target!r}; stages: {', '.join(STAGES)}")
-    d = stage_dir(out_dir, target)
-    os.makedirs(d, exist_ok=True)
-    paths = shard_paths(d, prefix, shard)
-    if not force:
-        st = read_stats(paths["stats"])
-        if st is not None:
-            st["skipped"] = True
-            return st
-    if force:
-        remove_file(paths["stats"])  # not done any more until this run completes it
-    remove_shard_leftovers(d, prefix, shard)
-    until = "entities" if target == "shards" else target
-    cached_stage, cached, cached_status = (None, {}, {}) if force else _load_stage_cache(out_dir, prefix, shard, until)
-    run = clip_runner or (lambda proc, row, until, state: proc.run(row, until, state))
-    tag = f"{os.getpid()}-{os.urandom(3).hex()}"
-    writer = TarShardWriter(d, prefix, shard, cfg.shards.max_shard_bytes, tmp_tag=tag)
-    status_rows, t_start = [], time.perf_counter()
-    stage_seconds: dict[str, float] = {}
-    entity_stats: dict = {"mask_sources": {}, "entities": 0}  # issue 3: which mask source `auto` chose
-    try:
-        for row in rows:
-            t0 = time.perf_counter()
-            try:
-                prior = cached_status.get(row["clip_id"])
-                if prior is not None and prior["status"] != STATUS_OK:
-                    raise (ClipError if prior["status"] == STATUS_ERROR else ClipFiltered)(prior["reason"], prior["message"])
-                state = state_from_members(cached[row["clip_id"]], row) if row["clip_id"] in cached else None
-                state = run(processor, row, until, state)
-                members = state.pop("_members", None)  # encoded by an isolation child already
-                if members is None:
-                    members = encode_sample(state)
-                ent = state["meta"].get("entities")
-                if ent:
-                    srcs = entity_stats["mask_sources"]
-                    srcs[ent["mask_source"]] = srcs.get(ent["mask_source"], 0) + 1
-                    entity_stats["entities"] += int(ent.get("count", 0))
-                tar = writer.write(row["clip_id"], members)
-                for k, v in (state.get("timings") or {}).items():
-                    stage_seconds[k] = stage_seconds.get(k, 0.0) + v
-                status_rows.append(_status(row, shard, STATUS_OK, tar=tar, nbytes=sum(map(len, members.values())),
-                                           secs=time.perf_counter() - t0))
-            except ClipFiltered as e:
-                status_rows.append(_status(row, shard, STATUS_FILTERED, e.reason, e.message, secs=time.perf_counter() - t0))
-            except ClipError as e:
-                status_rows.append(_status(row, shard, STATUS_ERROR, e.reason, e.message, secs=time.perf_counter() - t0))
-            except Exception as e:  # a bug or an unexpected library failure: record it, go on
-                tb = traceback.format_exc(limit=3)
-                log.warning("clip %s failed: %s", row["clip_id"], tb)
-                status_rows.append(_status(row, shard, STATUS_ERROR, "internal",
-                                           f"{type(e).__name__}: {e}"[:2000], secs=time.perf_counter() - t0))
-        if commit_check is not None:
-            commit_check()
-        tars = writer.close()
-    except BaseException:
-        writer.abort()
-        raise
-    write_status(paths["status"], status_rows, tag)
-    counts = {s: sum(r["status"] == s for r in status_rows) for s in (STATUS_OK, STATUS_ERROR, STATUS_FILTERED)}
-    stats = {
-        "shard": shard,
-        "name": shard_name(prefix, shard),
-        "stage": target,
-        "resumed_from": cached_stage,
-        "tars": tars,
-        "tar_counts": list(writer.counts),
-        "clips": len(rows),
-        **counts,
-        "bytes": int(sum(r["bytes"] or 0 for r in status_rows)),
-        "seconds": round(time.perf_counter() - t_start, 3),
-        "stage_seconds": {k: round(v, 3) for k, v in stage_seconds.items()},
-        "entities": entity_stats,
-        "pid": os.getpid(),
-    }
-    if commit_check is not None:
-        commit_check()
-    write_stats(paths["stats"], stats, tag)  # last: marks the shard done
-    stats["skipped"] = False
-    return stats

@@ -1,0 +1,100 @@
+"""Per-clip results staged durably under ``OUT/_parts/<stage>/<shard>/<row>.part``.
+
+A part is a small tar: ``work.json`` (the clip's status row, timings, what it was resumed
+from, batch sizes, entity summary) and, for a clip that became a sample, its encoded tar
+members under their member names. It is written under a temporary name (``.<row>.part.<tag>.tmp``)
+and renamed when complete, so a part that exists is whole. A killed run's staged clips are
+never recomputed: the next run lists the parts and schedules only the rows without one.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tarfile
+
+from .layout import RunLayout
+from .work import ClipWork
+
+_WORK = "work.json"
+
+
+def _tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def write_part(layout: RunLayout, work: ClipWork, fsync: bool = True) -> str:
+    """Stage one finished clip; returns the part's path."""
+    assert work.done, "only finished clips are staged"
+    head = {"status": work.status_row(), "timings": work.timings, "resumed_from": work.resumed_from,
+            "batches": work.batches, "waits": work.waits, "entities": work.entities}
+    members = [(_WORK, json.dumps(head, sort_keys=True).encode())]
+    members += sorted((work.members or {}).items())
+    path = layout.part_path(work.shard, work.index)
+    d = os.path.dirname(path)
+    os.makedirs(d, exist_ok=True)
+    tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}-{os.urandom(3).hex()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(_tar_bytes(members))
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def read_part(path: str) -> tuple[dict, dict[str, bytes]]:
+    """(head, members) of a staged part."""
+    head, members = None, {}
+    with tarfile.open(path) as tf:
+        for m in tf:
+            data = tf.extractfile(m).read()
+            if m.name == _WORK:
+                head = json.loads(data)
+            else:
+                members[m.name] = data
+    if head is None:
+        raise ValueError(f"{path}: not a clip part (no {_WORK})")
+    return head, members
+
+
+def staged_rows(layout: RunLayout, shard: int) -> set[int]:
+    """Rows of ``shard`` that have a complete part."""
+    try:
+        names = os.listdir(layout.parts_dir(shard))
+    except FileNotFoundError:
+        return set()
+    return {int(n[:-5]) for n in names if n.endswith(".part") and not n.startswith(".")}
+
+
+def staged_shards(layout: RunLayout) -> set[int]:
+    try:
+        return {int(n) for n in os.listdir(layout.parts_root()) if n.isdigit()}
+    except FileNotFoundError:
+        return set()
+
+
+def remove_parts(layout: RunLayout, shard: int) -> None:
+    shutil.rmtree(layout.parts_dir(shard), ignore_errors=True)
+
+
+def remove_part_temp_files(layout: RunLayout) -> list[str]:
+    """Temporary parts of killed writers (call only while holding the run lock)."""
+    removed = []
+    for shard in staged_shards(layout):
+        d = layout.parts_dir(shard)
+        for n in os.listdir(d):
+            if n.startswith(".") and n.endswith(".tmp"):
+                try:
+                    os.remove(os.path.join(d, n))
+                    removed.append(n)
+                except FileNotFoundError:
+                    pass
+    return removed

@@ -1,0 +1,239 @@
+"""The run: manifest -> clip work items -> stage-group operators -> staged parts -> shard
+commits -> index + summary.
+
+The unit of work is a clip: work items are short ranges of manifest rows, spread over every
+worker whatever the shard count, and each finished clip is staged durably under
+``OUT/_parts/`` (``parts.py``). A shard (``row // samples_per_shard``, as always) is committed
+as soon as all its clips are staged (``commit.py``): tar(s) in row order, status table, stats
+file last. A killed run resumes at clip granularity: the next run schedules only the rows
+that have no part, commits the shards they complete, and skips the shards already done.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from schemas.status import STATUS_SCHEMA
+
+from ..config import Config
+from ..datasets import build_manifest, write_manifest
+from ..io import is_uri
+from ..shards import atomic_write_bytes, remove_temp_files, write_index, write_status
+from ..worker import STAGES, import_plugins
+from .commit import is_done
+from .console import ray_output_to_file
+from .executors import Committer, LocalExecutor, RayExecutor, init_ray
+from .groups import plan_groups
+from .layout import RunLayout
+from .lock import RunLock
+from .parts import remove_part_temp_files, remove_parts, staged_rows, staged_shards
+
+log = logging.getLogger(__name__)
+
+
+def shard_tasks(num_rows: int, samples_per_shard: int) -> list[dict]:
+    """Shard ``i`` holds manifest rows ``[start, stop)``."""
+    n = max(1, int(samples_per_shard))
+    return [{"shard": i // n, "start": i, "stop": min(i + n, num_rows)} for i in range(0, num_rows, n)]
+
+
+def manifest_row_group(samples_per_shard: int, target: int = 8192) -> int:
+    """Rows per manifest row group: a multiple of the shard size near ``target``, so a shard's
+    rows are one small row group's slice."""
+    n = max(1, int(samples_per_shard))
+    return n * max(1, target // n)
+
+
+def clips_per_item(pending: int, workers: int, samples_per_shard: int, per_worker: int = 16) -> int:
+    """Clips per work item: about ``per_worker`` items per worker (so the tail of a run idles
+    at most one item per worker), from 1 clip up to a shard."""
+    return max(1, min(int(samples_per_shard), math.ceil(pending / max(1, workers * per_worker))))
+
+
+def work_items(rows_by_shard: dict[int, list[int]], size: int) -> list[dict]:
+    """Contiguous runs of pending rows, at most ``size`` rows each."""
+    items = []
+    for shard in sorted(rows_by_shard):
+        rows = rows_by_shard[shard]
+        i = 0
+        while i < len(rows):
+            j = i + 1
+            while j < len(rows) and j - i < size and rows[j] == rows[j - 1] + 1:
+                j += 1
+            items.append({"start": rows[i], "stop": rows[j - 1] + 1})
+            i = j
+    return items
+
+
+@dataclass
+class RunResult:
+    out_dir: str
+    prefix: str
+    stage: str
+    clips: int = 0
+    ok: int = 0
+    error: int = 0
+    filtered: int = 0
+    shards: int = 0
+    skipped_shards: int = 0
+    seconds: float = 0.0
+    index: dict | None = None
+    stats: list = field(default_factory=list)
+    groups: list = field(default_factory=list)      # the operators of the plan (names, resources)
+    staged_before: int = 0                           # clips found staged by an earlier run (resumed)
+    reasons: dict = field(default_factory=dict)      # error/filtered reason -> count
+    ray_logs: str | None = None
+
+    @property
+    def clips_per_second(self) -> float:
+        return self.clips / self.seconds if self.seconds > 0 else 0.0
+
+
+def run(cfg: Config, dataset: str, data: str, out_dir: str, stage: str = "shards", force: bool = False,
+        executor: str = "ray", address: str | None = None, progress=None, **dataset_options) -> RunResult:
+    if stage == "all":
+        stage = "shards"
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)} (or all)")
+    if executor not in ("ray", "local"):
+        raise ValueError(f"unknown executor {executor!r}; choose ray or local")
+    t0 = time.perf_counter()
+    profile = cfg.get_profile()
+    os.makedirs(out_dir, exist_ok=True)
+    import_plugins(cfg.plugins)  # plugins may register dataset adapters
+    with RunLock(out_dir) as lock:  # one writer per output folder; refused with a message otherwise
+        layout = RunLayout(os.path.abspath(out_dir), f"{dataset}-{profile.name}", stage)
+        _remove_temp_files(layout)  # left by writers of a killed run
+        result = _run_locked(cfg, dataset, data, layout, force, executor, address, progress,
+                             dataset_options, t0, profile, lock.run_id)
+        _remove_temp_files(layout)  # left by attempts that failed and were retried
+        return result
+
+
+def _remove_temp_files(layout: RunLayout) -> None:
+    dirs = [layout.out_dir] + [layout.stage_dir(s) for s in STAGES if s != "shards"]
+    removed = [n for d in dirs for n in remove_temp_files(d)] + remove_part_temp_files(layout)
+    if removed:
+        log.warning("removed %d temporary file(s) of interrupted writers in %s", len(removed), layout.out_dir)
+
+
+def _run_locked(cfg, dataset, data, layout: RunLayout, force, executor, address, progress, dataset_options,
+                t0, profile, run_id) -> RunResult:
+    manifest = build_manifest(dataset, data, **dataset_options)
+    manifest_path = write_manifest(manifest, layout.manifest(),
+                                   row_group_size=manifest_row_group(cfg.shards.samples_per_shard))
+    atomic_write_bytes(layout.config(), json.dumps(cfg.to_dict(), indent=1, sort_keys=True).encode())
+    tasks = shard_tasks(manifest.num_rows, cfg.shards.samples_per_shard)
+    result = RunResult(layout.out_dir, layout.prefix, layout.stage, clips=manifest.num_rows)
+    del manifest  # the operators read their rows from the manifest file (ManifestRows)
+
+    # what is left to do: shards not done, and in them the rows without a staged part
+    with_parts = staged_shards(layout)
+    pending: dict[int, list[int]] = {}
+    left: dict[int, int] = {}
+    ready: list[dict] = []          # shards whose clips are all staged already
+    for t in tasks:
+        s = t["shard"]
+        done = None if force else is_done(layout, s)
+        if done is not None:
+            done["skipped"] = True
+            result.stats.append(done)
+            result.skipped_shards += 1
+            if s in with_parts:
+                remove_parts(layout, s)  # a straggler of a killed run staged into a done shard
+            continue
+        if force and s in with_parts:
+            remove_parts(layout, s)
+            with_parts.discard(s)
+        staged = staged_rows(layout, s) if s in with_parts else set()
+        rows = [r for r in range(t["start"], t["stop"]) if r not in staged]
+        result.staged_before += t["stop"] - t["start"] - len(rows)
+        if rows:
+            pending[s], left[s] = rows, len(rows)
+        else:
+            ready.append(t)
+    n_pending = sum(left.values())
+
+    address = address or cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    use_ray = executor == "ray" and n_pending + len(ready) > 0
+    by_shard = {t["shard"]: t for t in tasks}
+
+    def committed(stats_list):
+        for st in stats_list:
+            result.stats.append(st)
+            if progress is not None:
+                progress(st, len(result.stats), len(tasks))
+
+    with ray_output_to_file(use_ray and cfg.ray.quiet) as ray_out:
+        cpus, gpus = float(os.cpu_count() or 1), 0.0
+        if use_ray:
+            import ray
+
+            logs = init_ray(address)
+            result.ray_logs = ray_out.move_to(logs) if ray_out is not None else logs
+            res = ray.cluster_resources()
+            cpus, gpus = float(res.get("CPU", 1)), float(res.get("GPU", 0))
+        groups = plan_groups(cfg, layout.stage, cpus, gpus)
+        result.groups = [{"name": g.name, "steps": list(g.steps), "num_cpus": g.num_cpus, "num_gpus": g.num_gpus,
+                          "batch_size": g.batch_size, "actors": [g.min_actors, g.max_actors]} for g in groups]
+        items = work_items(pending, clips_per_item(n_pending, groups[0].max_actors, cfg.shards.samples_per_shard))
+        manifest_arg = manifest_path if is_uri(manifest_path) else os.path.abspath(manifest_path)
+        committer = Committer(layout, cfg.shards.max_shard_bytes, run_id if use_ray else None, use_ray)
+        for t in ready:
+            committed(committer.submit(t["shard"], t["start"], t["stop"]))
+        if items:
+            ex = (RayExecutor(groups, cfg, layout, manifest_arg, run_id) if use_ray
+                  else LocalExecutor(groups, cfg, layout, manifest_arg))
+            clip_progress = getattr(progress, "clip", None)
+            for r in ex.run(items):
+                s = r["shard"]
+                left[s] -= 1
+                if clip_progress is not None:
+                    clip_progress(r)
+                if left[s] == 0:
+                    t = by_shard[s]
+                    committed(committer.submit(s, t["start"], t["stop"]))
+                else:
+                    committed(committer.poll())
+        committed(committer.drain())
+    missing = [s for s, n in left.items() if n > 0]
+    if missing:  # an executor that ended early: never report such a run as complete
+        raise RuntimeError(f"the executor ended with {sum(left[s] for s in missing)} clip(s) of shard(s) "
+                           f"{missing[:10]} not finished; rerun to resume")
+    result.stats.sort(key=lambda st: st["shard"])
+    result.shards = len(result.stats)
+    result.ok = sum(s["ok"] for s in result.stats)
+    result.error = sum(s["error"] for s in result.stats)
+    result.filtered = sum(s["filtered"] for s in result.stats)
+    table = collect_tables(layout, [t["shard"] for t in tasks], ("error", "filtered"))
+    for reason in table.column("reason").to_pylist():
+        result.reasons[reason] = result.reasons.get(reason, 0) + 1
+    d = layout.stage_dir()
+    for status, name in (("error", "errors"), ("filtered", "filtered")):  # atomic: no partial table
+        write_status(os.path.join(d, f"{name}.parquet"), table.filter(pa.compute.equal(table["status"], status)).to_pylist())
+    if layout.stage == "shards":
+        result.index = write_index(layout.out_dir, layout.prefix, result.stats, {
+            "dataset": dataset, "profile": profile.name, "clips": result.clips, "ok": result.ok,
+            "error": result.error, "filtered": result.filtered,
+        })
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def collect_tables(layout: RunLayout, shards: list[int], statuses: tuple[str, ...] | None = None) -> pa.Table:
+    """The shards' status tables in shard order; only the rows with one of ``statuses`` when
+    given (filtered shard by shard: a 10M-clip run keeps only its failures in memory)."""
+    tables = []
+    for s in shards:
+        t = pq.read_table(layout.shard_paths(s)["status"], schema=STATUS_SCHEMA)
+        if statuses is not None:
+            t = t.filter(pa.compute.is_in(t["status"], value_set=pa.array(statuses, t.schema.field("status").type)))
+        tables.append(t)
+    return pa.concat_tables(tables) if tables else STATUS_SCHEMA.empty_table()
