@@ -404,14 +404,14 @@ def ensure_ray(num_cpus: int | None = None) -> None:
 
 
 def end_to_end(cfg: Config, data: str, out_dir: str, workers: int, checkpoints: tuple[int, ...] = ()) -> dict[str, Any]:
-    """``pipeline.plan.run`` on Ray with ``workers`` shard workers (the run a user makes).
+    """``pipeline.run.run`` on Ray with ``workers`` shard workers (the run a user makes).
 
     ``wall_clips_per_s`` counts everything (manifest, actor start, index); the steady rate
     leaves out each worker's first shard (actor start and imports): per worker, clips of its
     later shards / time from its first to its last shard done (the mtimes of the shards'
     stats files, written last by the worker), summed over workers.
     ``checkpoints``: clip counts at which the peak RSS so far is recorded."""
-    from pipeline.plan import run as run_plan
+    from pipeline.run.plan import run as run_plan
 
     ensure_ray()
     shutil.rmtree(out_dir, ignore_errors=True)
@@ -517,7 +517,7 @@ _PLAN_SCRIPT = r"""
 import json, os, resource, sys, time
 sys.path.insert(0, sys.argv[4])
 from pipeline.datasets import build_manifest, write_manifest
-from pipeline.plan import manifest_row_group, shard_tasks
+from pipeline.run.plan import manifest_row_group, shard_tasks
 def rss():
     # VmHWM: this process image's peak (ru_maxrss would keep the forking parent's peak across exec)
     try:

@@ -5,9 +5,9 @@
 
 A few distinct small mp4 files are rendered once (pipeline.synthetic) and listed many times
 in a WebVid CSV under different ids (symlinks), so making the dataset takes seconds. The run
-is ``pipeline.plan.run`` as the CLI calls it. A sampler thread adds up the resident memory
+is ``pipeline.run.run`` as the CLI calls it. A sampler thread adds up the resident memory
 (RSS, psutil) of the driver and all its descendant processes (the local Ray cluster: its
-system processes, the ShardWorker actors and their clip-isolation children) every 0.5 s.
+system processes, the GroupOperator actors and their clip-isolation children) every 0.5 s.
 Printed: the peak total RSS (and per group) over the clips done so far at each checkpoint
 (default 1,000 and 10,000 clips), and the throughput. Flat peaks = streaming works: memory
 does not grow with the dataset.
@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from pipeline.config import Config
-    from pipeline.plan import run
+    from pipeline.run.plan import run
 
     work = args.work or tempfile.mkdtemp(prefix="soak-")
     data, out = os.path.join(work, "data"), os.path.join(work, "out")

@@ -39,13 +39,19 @@ class ClipFiltered(Exception):
 
 
 def set_cpu_threads(cpus: float) -> int:
-    """OpenCV's thread pool sized to the CPUs a worker holds (``ray.num_cpus_per_worker``,
-    at least 1): n workers on n cores then do not oversubscribe them, and one worker's speed
-    is one core's. Returns the thread count."""
+    """OpenCV's thread pool (and torch's, once torch is imported) sized to the CPUs a worker
+    holds (``ray.num_cpus_per_worker``, at least 1): n workers on n cores then do not
+    oversubscribe them, and one worker's speed is one core's. The same thread count in every
+    process also keeps a CPU torch model's float results the same wherever it runs (oneDNN's
+    reductions depend on it). Returns the thread count."""
+    import sys
+
     import cv2
 
     n = max(1, int(round(float(cpus or 1))))
     cv2.setNumThreads(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
     return n
 
 
@@ -89,6 +95,15 @@ class ClipProcessor:
         self.profile = cfg.get_profile()
         self._flow = None
         self._entities = None
+        self._torch_sized = False
+
+    def _torch_threads(self) -> None:
+        """Size torch's thread pool once a backend has imported torch (see set_cpu_threads)."""
+        import sys
+
+        if not self._torch_sized and "torch" in sys.modules:
+            set_cpu_threads(self.cfg.ray.num_cpus_per_worker)
+            self._torch_sized = True
 
     # ---- backends, created lazily so that a worker only loads what its stages use
     @property
@@ -100,6 +115,7 @@ class ClipProcessor:
             opts = {k: v for k, v in dict(checkpoint=f.checkpoint, source=f.source, device=f.device,
                                          batch_size=f.batch_size).items() if v is not None}
             self._flow = make_flow_backend(f.backend, preset=f.preset, **opts)
+            self._torch_threads()
         return self._flow
 
     @property
@@ -200,12 +216,14 @@ class ClipProcessor:
         stage = self.entity_stage if self.cfg.entities.enabled else None
         if stage is not None:
             stage.masks_step(state, state.get("row") or {})
+            self._torch_threads()
         return state
 
     def entity_masks_many(self, states: list[dict]) -> list[dict]:
         stage = self.entity_stage if self.cfg.entities.enabled else None
         if stage is not None:
             stage.masks_many(states, [s.get("row") or {} for s in states])
+            self._torch_threads()
         return states
 
     def entity_tracks(self, state: dict) -> dict:

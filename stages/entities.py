@@ -137,19 +137,55 @@ class EntityStage:
     def backward_flow(self, frames: np.ndarray) -> np.ndarray:
         return self.backward_backend().backward(frames)
 
-    # ---- the stage
+    # ---- the stage: masks of frame 0, then incircles and tracks (two halves, so that a GPU
+    # mask model can run in its own operator over several clips; ``__call__`` = both)
     def __call__(self, state: dict, row: dict) -> dict:
+        return self.tracks_step(self.masks_step(state, row), row)
+
+    def _choose(self, row: dict):
+        name, reason = choose_mask_source(self.requested, row or {}, self.cfg.sam_checkpoint)
+        return name, reason, self.mask_source(name)
+
+    def masks_step(self, state: dict, row: dict) -> dict:
+        """First-frame candidate masks into ``state["_entity_masks"]`` (for ``tracks_step``)."""
+        frames = np.asarray(state["frames"])
+        name, reason, source = self._choose(row)
+        back = None
+        if getattr(source, "needs_backward_flow", False):
+            back = self.backward_flow(frames)
+        em = source.masks(frames, state.get("flow"), state["meta"], row or {}, backward_flow=back)
+        state["_entity_masks"] = (name, reason, em, back)
+        return state
+
+    def masks_many(self, states: list[dict], rows: list[dict]) -> list[dict]:
+        """``masks_step`` of several clips; a source with ``masks_many`` (SAM) sees all of its
+        clips in one call (image embeddings batched across clips)."""
+        groups: dict[str, list[int]] = {}
+        chosen = [self._choose(r) for r in rows]
+        for i, (name, _, source) in enumerate(chosen):
+            if hasattr(source, "masks_many") and not getattr(source, "needs_backward_flow", False):
+                groups.setdefault(name, []).append(i)
+            else:
+                self.masks_step(states[i], rows[i])
+        for name, idx in groups.items():
+            source = chosen[idx[0]][2]
+            items = [(np.asarray(states[i]["frames"]), states[i].get("flow"), states[i]["meta"], rows[i] or {})
+                     for i in idx]
+            for i, em in zip(idx, source.masks_many(items)):
+                states[i]["_entity_masks"] = (chosen[i][0], chosen[i][1], em, None)
+        return states
+
+    def tracks_step(self, state: dict, row: dict) -> dict:
+        """Incircles, ids and tracked centers from the masks of ``masks_step``."""
+        if "_entity_masks" not in state:
+            self.masks_step(state, row)
+        name, reason, em, back = state.pop("_entity_masks")
+        source = self.mask_source(name)
+        tracker = self.tracker
         frames = np.asarray(state["frames"])
         flow = state.get("flow")
         meta = state["meta"]
         c = self.cfg
-        name, reason = choose_mask_source(self.requested, row or {}, c.sam_checkpoint)
-        source = self.mask_source(name)
-        tracker = self.tracker
-        back = None
-        if getattr(source, "needs_backward_flow", False):
-            back = self.backward_flow(frames)
-        em = source.masks(frames, flow, meta, row or {}, backward_flow=back)
         id_map, cand = em.id_map, np.asarray(em.ids, np.int64)
         kinds = list(em.kinds) if em.kinds else ["region"] * cand.size
 

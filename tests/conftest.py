@@ -11,10 +11,10 @@ def sample_run(tmp_path_factory):
     """The embedded sample processed once per session (profile dragnuwa-ld, local executor).
 
     Returns a namespace: ``data`` (the sample dataset folder), ``out`` (the run's output
-    folder, with index.json and shards) and ``result`` (pipeline.plan.RunResult).
+    folder, with index.json and shards) and ``result`` (pipeline.run.RunResult).
     """
     from pipeline.config import Config
-    from pipeline.plan import run
+    from pipeline.run.plan import run
     from pipeline.sample_data import build_sample
 
     root = tmp_path_factory.mktemp("sample_run")

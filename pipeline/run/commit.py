@@ -74,6 +74,7 @@ def commit_shard(layout: RunLayout, shard: int, start: int, stop: int, max_shard
     resumed: dict[str, int] = {}
     batches: dict[str, list[int]] = {}
     waits: dict[str, float] = {}
+    workers: set[str] = set()
     t0 = time.perf_counter()
     try:
         for row in range(start, stop):
@@ -93,6 +94,8 @@ def commit_shard(layout: RunLayout, shard: int, start: int, stop: int, max_shard
                 resumed[head["resumed_from"]] = resumed.get(head["resumed_from"], 0) + 1
             for op, n in (head.get("batches") or {}).items():
                 batches.setdefault(op, []).append(int(n))
+            if head.get("worker"):
+                workers.add(head["worker"])
             for op, v in (head.get("waits") or {}).items():
                 waits[op] = waits.get(op, 0.0) + float(v)
         if commit_check is not None:
@@ -118,6 +121,7 @@ def commit_shard(layout: RunLayout, shard: int, start: int, stop: int, max_shard
         "commit_seconds": round(time.perf_counter() - t0, 3),
         "stage_seconds": {k: round(v, 3) for k, v in stage_seconds.items()},
         "entities": entity_stats,
+        "workers": len(workers),  # processes that computed this shard's clips
         "batches": {op: {"clips": len(v), "mean_batch": round(sum(v) / len(v), 2),
                         "wait_s": round(waits.get(op, 0.0), 3)} for op, v in batches.items()},
         **(extra or {}),

@@ -103,6 +103,8 @@ def plan_groups(cfg, target: str = "shards", cluster_cpus: float = 1.0, cluster_
             runs[-1][1].append(s)
         else:
             runs.append((g, [s]))
+    if runs[-1][0]:
+        runs.append((False, []))  # encoding and staging are CPU work: a CPU group ends the plan
     n_model = sum(1 for g, _ in runs if g)
     cpu_per = float(r.num_cpus_per_worker or 1.0)
     groups: list[StageGroup] = []

@@ -34,7 +34,7 @@ def write_part(layout: RunLayout, work: ClipWork, fsync: bool = True) -> str:
     """Stage one finished clip; returns the part's path."""
     assert work.done, "only finished clips are staged"
     head = {"status": work.status_row(), "timings": work.timings, "resumed_from": work.resumed_from,
-            "batches": work.batches, "waits": work.waits, "entities": work.entities}
+            "batches": work.batches, "waits": work.waits, "entities": work.entities, "worker": work.worker}
     members = [(_WORK, json.dumps(head, sort_keys=True).encode())]
     members += sorted((work.members or {}).items())
     path = layout.part_path(work.shard, work.index)

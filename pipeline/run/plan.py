@@ -87,7 +87,8 @@ class RunResult:
     index: dict | None = None
     stats: list = field(default_factory=list)
     groups: list = field(default_factory=list)      # the operators of the plan (names, resources)
-    staged_before: int = 0                           # clips found staged by an earlier run (resumed)
+    staged_before: int = 0                           # clips found staged by an earlier run (not redone)
+    computed: int = 0                                # clips this run computed
     reasons: dict = field(default_factory=dict)      # error/filtered reason -> count
     ray_logs: str | None = None
 
@@ -195,6 +196,7 @@ def _run_locked(cfg, dataset, data, layout: RunLayout, force, executor, address,
             for r in ex.run(items):
                 s = r["shard"]
                 left[s] -= 1
+                result.computed += 1
                 if clip_progress is not None:
                     clip_progress(r)
                 if left[s] == 0:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import tarfile
 import time
 import traceback
@@ -37,6 +38,7 @@ from .work import ClipWork
 
 log = logging.getLogger(__name__)
 
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
 _BATCHED = {"flow": "flow_many", "entity_masks": "entity_masks_many"}
 
 
@@ -136,7 +138,7 @@ class GroupRunner:
         sps = self.cfg.shards.samples_per_shard
         works = []
         for row in self.manifest.rows(start, stop):
-            w = ClipWork(row=row, shard=shard_of(row["row"], sps))
+            w = ClipWork(row=row, shard=shard_of(row["row"], sps), worker=WORKER)
             stage, members, prior = self.cache.lookup(w.shard, w.clip_id)
             if prior is not None and prior["status"] != STATUS_OK:
                 (w.error if prior["status"] == STATUS_ERROR else w.filtered)(prior["reason"], prior["message"])

@@ -41,6 +41,7 @@ class ClipWork:
     batches: dict[str, int] = field(default_factory=dict)  # operator -> size of the batch it ran in
     waits: dict[str, float] = field(default_factory=dict)  # operator -> its idle time before this batch, per clip
     entities: dict | None = None                # {mask_source, count} for the shard stats
+    worker: str | None = None                   # host:pid of the process that started the clip
 
     @property
     def clip_id(self) -> str:

@@ -208,7 +208,7 @@ def check_outcomes(out, expected):
 
 @pytest.fixture(scope="module")
 def local_run(corpus, tmp_path_factory):
-    from pipeline.plan import run
+    from pipeline.run.plan import run
 
     root, plugin, expected = corpus
     out = tmp_path_factory.mktemp("out_local")
@@ -302,7 +302,7 @@ def test_shards_hold_no_pickle(local_run):
 def test_size_and_length_caps(corpus, tmp_path):
     """Decompression-bomb guards through the real pipeline: a frame-size cap below 4K and a
     frame-count cap below the good clip's length turn both into too_large errors."""
-    from pipeline.plan import run
+    from pipeline.run.plan import run
 
     root, plugin, _ = corpus
     ru.write_csv(root / "caps.csv", [("huge4k", "v", "", "4K"), ("good", "v", "", "36 frames"),

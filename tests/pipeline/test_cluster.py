@@ -84,7 +84,7 @@ def _raylets(temp_dir):
 
 
 def test_two_node_cluster_run_equals_the_local_run(cluster, tmp_path):
-    from pipeline.plan import run
+    from pipeline.run.plan import run
 
     address, temp_dir, env = cluster
     assert len(_raylets(temp_dir)) == 2  # two nodes
@@ -108,6 +108,6 @@ def test_two_node_cluster_run_equals_the_local_run(cluster, tmp_path):
                                                                  "working_dir_files", "_ray_pkg_*")) if os.path.isdir(p)}
     assert pkgs, "no working_dir package was unpacked on the cluster"
     for pkg in pkgs:
-        for mod in ("pipeline/plan.py", "pipeline/isolation.py", "stages/decode.py", "schemas/sample.py"):
+        for mod in ("pipeline/run/plan.py", "pipeline/isolation.py", "stages/decode.py", "schemas/sample.py"):
             assert os.path.exists(os.path.join(pkg, mod)), (pkg, mod)
         assert not os.path.exists(os.path.join(pkg, ".venv"))

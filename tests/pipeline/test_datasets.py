@@ -419,7 +419,7 @@ def test_rows_to_table_columns_equal_rows():
 
 def test_manifest_rows_reads_slices_across_row_groups(tmp_path):
     from pipeline.datasets import ManifestRows, rows_to_table
-    from pipeline.plan import manifest_row_group, shard_tasks
+    from pipeline.run.plan import manifest_row_group, shard_tasks
 
     n = 25
     t = rows_to_table({"clip_id": [f"t_{i}" for i in range(n)], "dataset": ["t"] * n,

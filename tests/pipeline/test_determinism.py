@@ -33,7 +33,7 @@ def _fingerprint(out):
 
 @pytest.fixture(scope="module")
 def reference(data, tmp_path_factory):
-    from pipeline.plan import run
+    from pipeline.run.plan import run
 
     out = str(tmp_path_factory.mktemp("det_local"))
     run(_cfg(), "webvid", data, out, executor="local")
@@ -41,7 +41,7 @@ def reference(data, tmp_path_factory):
 
 
 def test_local_runs_are_byte_identical_with_and_without_isolation_and_on_force(data, reference, tmp_path):
-    from pipeline.plan import run
+    from pipeline.run.plan import run
 
     fp = _fingerprint(reference)
     assert len(fp[0]) == 3 and sum(s["samples"] for s in fp[1]) == 6
@@ -72,7 +72,7 @@ def test_sample_meta_has_no_run_dependent_fields(reference):
 def test_one_and_two_ray_workers_give_identical_shards(data, reference, tmp_path):
     import ray
 
-    from pipeline.plan import run
+    from pipeline.run.plan import run
 
     try:
         outs = []

@@ -3,7 +3,7 @@ import numpy as np
 
 from pipeline.config import Config
 from pipeline.loader import read_samples
-from pipeline.plan import run
+from pipeline.run.plan import run
 from pipeline.synthetic import render_scene, write_mp4
 
 V = (2.5, -1.25)  # content motion, px per profile frame

@@ -1,4 +1,4 @@
-"""One writer per output folder (pipeline/lock.py): a second run is refused with a clear
+"""One writer per output folder (pipeline/run/lock.py): a second run is refused with a clear
 message while the first is alive, and a run that died (SIGKILL) never leaves the folder
 locked. Real processes, real flock."""
 import json
@@ -12,14 +12,14 @@ import time
 import pytest
 
 from pipeline.config import Config
-from pipeline.lock import LOCK_NAME, RunLock, RunLocked, RunSuperseded, check_run, lock_info
+from pipeline.run.lock import LOCK_NAME, RunLock, RunLocked, RunSuperseded, check_run, lock_info
 
 import reliability_util as ru  # noqa: E402 (tests/pipeline/conftest.py puts this folder on sys.path)
 
 HOLD = """
 import sys, time
 sys.path.insert(0, {repo!r})
-from pipeline.lock import RunLock
+from pipeline.run.lock import RunLock
 lock = RunLock({out!r}).acquire()
 print("locked", flush=True)
 time.sleep(120)
@@ -45,7 +45,7 @@ def test_second_lock_is_refused_and_released_lock_is_reusable(tmp_path):
 
 
 def test_plan_run_is_refused_while_another_process_holds_the_folder(tmp_path):
-    from pipeline.plan import run
+    from pipeline.run.plan import run
 
     holder = _holder(tmp_path)
     try:

@@ -8,7 +8,7 @@ import os
 import pytest
 from PIL import Image
 
-from pipeline.plan import RunResult
+from pipeline.run.plan import RunResult
 from pipeline.report import (PLOT_FILES, RunProgress, collect, distribution, format_report, format_run_summary,
                              write_plots)
 

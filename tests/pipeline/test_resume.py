@@ -24,7 +24,7 @@ CFG = {"profile": "dragnuwa-ld", "shards": {"samples_per_shard": PER_SHARD}}
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from pipeline.plan import run
+    from pipeline.run.plan import run
 
     root = tmp_path_factory.mktemp("resume")
     data = ru.small_dataset(root / "data", n=N_CLIPS, distinct=4)
@@ -109,7 +109,7 @@ def test_sigkill_at_several_points_then_rerun_equals_an_uninterrupted_run(setup)
 
 
 def test_rerun_skips_done_shards_and_force_redoes_them(setup, tmp_path):
-    from pipeline.plan import run
+    from pipeline.run.plan import run
 
     root, data, cfg_path, ref = setup
     cfg = Config(profile="dragnuwa-ld").replace(**{"shards.samples_per_shard": PER_SHARD})

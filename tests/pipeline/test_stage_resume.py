@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.config import Config
 from pipeline.loader import read_samples
-from pipeline.plan import run
+from pipeline.run.plan import run
 from pipeline.sample_data import build_sample
 
 

@@ -146,7 +146,7 @@ def measure(samples: list[dict], sc: dict) -> dict:
 
 def run_pipeline(data, out, **kw):
     from pipeline.config import Config
-    from pipeline.plan import run
+    from pipeline.run.plan import run
 
     cfg = Config(profile="dragnuwa-hd").replace(**{"shards.samples_per_shard": 2})
     return run(cfg, "vipseg", str(data), str(out), executor="local", fps=4, **kw)

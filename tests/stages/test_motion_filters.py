@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import Config, EntityConfig, FilterConfig
-from pipeline.plan import run
+from pipeline.run.plan import run
 from pipeline.synthetic import disc, render_scene, write_mp4
 
 W, H, FPS, T = 320, 192, 24, 54   # 2.25 s at 24 fps; the dragnuwa-ld span is 1.75 s
