@@ -101,7 +101,7 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out = {}
     for k, v in d.items():
         key = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, dict) and v:
+        if isinstance(v, dict):  # an empty mapping sets nothing
             out.update(_flatten(v, key))
         else:
             out[key] = v
