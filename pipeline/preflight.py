@@ -222,7 +222,7 @@ def preflight(cfg, out_dir: str, stage: str = "shards", local_devices: bool = Tr
     finally:
         del flow
         _release_devices()
-    out["seconds"] = f"{time.perf_counter() - t0:.2f}"
+    out["seconds"] = f"{time.perf_counter() - t0:.3f}"
     return out
 
 
