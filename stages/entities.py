@@ -79,8 +79,9 @@ class EntityStage:
     def mask_source_names(self) -> tuple[str, ...]:
         """The mask sources clips can use under this configuration (``choose_mask_source``):
         ``auto`` -> gt (clips with dataset masks) and sam or motion (the others)."""
-        if self.requested == "auto":
-            return ("gt", "sam" if self.cfg.sam_checkpoint else "motion")
+        if self.requested == "auto":  # a clip with dataset masks, then one without
+            return tuple(choose_mask_source("auto", row, self.cfg.sam_checkpoint)[0]
+                         for row in ({"masks": True}, {}))
         return (self.requested,)
 
     # ---- backends (created once, failures remembered so every clip reports them cheaply)

@@ -84,7 +84,7 @@ def test_raft_with_weights_and_devices(tmp_path, raft_small_ckpt):
     desc = preflight(cfg, str(tmp_path))
     assert desc["flow"] == "raft raft_small on cpu"
     assert desc["backward_flow"] == "raft raft_small on cpu"   # backward_flow auto = the model backend
-    cuda = cfg.replace(**{"flow.device": "cuda:7" if _cuda() else "cuda"})
+    cuda = cfg.replace(**{"flow.device": "cuda:99" if _cuda() else "cuda"})
     assert devices_requested(cuda) == {"flow.device": cuda.flow.device}
     with pytest.raises(SetupError) as e:
         preflight(cuda, str(tmp_path))
