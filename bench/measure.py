@@ -389,7 +389,7 @@ class RssSampler:
 
 def ensure_ray(num_cpus: int | None = None) -> None:
     """One local Ray instance for all end-to-end runs (workers import the repo via PYTHONPATH,
-    as pipeline.plan does)."""
+    as pipeline.run does)."""
     import logging
 
     import ray

@@ -1,14 +1,73 @@
-"""Run configuration: profiles and per-stage settings, loadable from YAML/JSON and the CLI."""
-from __future__ import annotations
+"""Run configuration: profiles and per-stage settings, loadable from YAML/JSON and the CLI.
 
+Every section is a pydantic dataclass (``@section``): types, ranges and choice sets are
+checked when a configuration is built, whichever way its values come in (``load_config``
+of a YAML/JSON file, ``config_from_dict``, ``apply_overrides`` / ``Config.replace`` with
+dotted keys as the CLI uses, or a section built in code). Every problem found is reported
+at once in one ``ConfigError`` (a ``ValueError``); each line names the dotted key, the bad
+value and what is valid, e.g. ``flow.preset: 'bogus' is not one of ultrafast, fast,
+balanced, medium``. Unknown keys are errors too.
+
+Adding a setting is one annotated field in its section, with one of the types below::
+
+    max_trajectories: PosInt = 8          # an int >= 1
+    device: Annotated[Device, RUNTIME] = "auto"   # RUNTIME: does not change sample content
+
+Types: ``Bool``, ``Int``, ``PosInt`` (>= 1), ``NonNegInt``, ``PosFloat`` (> 0),
+``NonNegFloat``, ``Str``, ``Device`` (auto | cpu | cuda | cuda:N | mps), and
+``one_of(choices)`` for a choice set (a tuple, or a function returning the names of a
+registry, read when a value is checked so that plugin-registered names count). Scalars are
+strict: ``"abc"`` or ``true`` is not a number, ``1`` is not a bool (files and the CLI give
+real types). Wrap a type in ``Optional[...]`` to allow null.
+
+``RUNTIME`` marks the settings that do not change what a sample holds (devices, batch
+sizes, timeouts); a section class with ``RUNTIME_SECTION = True`` (ray, isolation) is
+runtime as a whole. ``pipeline.fingerprint`` leaves them out of the content fingerprint;
+every other setting, including a new one, counts as content.
+
+Choice sets come from the modules that implement them (``stages.flow.FLOW_BACKENDS`` and
+``DIS_PRESETS``, ``stages.entities.MASK_CHOICES`` / ``TRACKER_CHOICES``,
+``stages.masks.SAM_MODEL_TYPES``), so the lists cannot drift apart. ``plugins`` is the
+first field of ``Config`` and its modules are imported when it is checked, before the
+sections: a flow backend a plugin registers is a valid ``flow.backend``.
+"""
 import dataclasses
+import functools
 import json
-from dataclasses import dataclass, field, fields, is_dataclass
+import re
+from dataclasses import field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Callable, ClassVar, Iterable, Optional
+
+import pydantic
+from pydantic import AfterValidator, ConfigDict, Field, Strict, ValidationError, field_validator
+
+__all__ = [
+    "ConfigError", "Profile", "PROFILES", "DEFAULT_PROFILE", "get_profile",
+    "DecodeConfig", "FlowConfig", "TrajectoryConfig", "EntityConfig", "FilterConfig", "ShardConfig",
+    "RayConfig", "IsolationConfig", "Config", "config_from_dict", "load_config", "apply_overrides",
+    "RUNTIME", "is_runtime", "RECORD_KEY", "section",
+]
 
 
-@dataclass(frozen=True)
+class ConfigError(ValueError):
+    """Every problem of a configuration (``problems``: one line each, dotted key first)."""
+
+    def __init__(self, problems: str | Iterable[str], source: str | None = None):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        self.source = source
+        where = f" (in {source})" if source else ""
+        if len(self.problems) == 1:
+            text = self.problems[0] + where
+        else:
+            text = f"{len(self.problems)} configuration problems{where}:\n" + "\n".join(
+                f"  {p}" for p in self.problems)
+        super().__init__(text)
+
+
+# ---- profiles ---------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
 class Profile:
     """The training clip format: frame count, size and sampling rate."""
 
@@ -47,104 +106,238 @@ def get_profile(name: str, frames: int | None = None) -> Profile:
     return p
 
 
-@dataclass
+# ---- field types ------------------------------------------------------------------------------
+
+class _Runtime:
+    """Marker (in ``Annotated``) of a setting that does not change sample content."""
+
+    def __repr__(self) -> str:
+        return "RUNTIME"
+
+
+RUNTIME = _Runtime()
+# Key written by pipeline.fingerprint into OUT/config.json next to the settings; ignored when
+# a configuration is loaded, so that ``--config OUT/config.json`` reruns with those settings.
+RECORD_KEY = "fingerprint"
+
+Bool = Annotated[bool, Strict()]
+Int = Annotated[int, Strict()]
+PosInt = Annotated[int, Strict(), Field(ge=1)]
+NonNegInt = Annotated[int, Strict(), Field(ge=0)]
+PosFloat = Annotated[float, Strict(), Field(gt=0)]
+NonNegFloat = Annotated[float, Strict(), Field(ge=0)]
+Str = Annotated[str, Strict()]
+
+
+def one_of(choices: Iterable[str] | Callable[[], Iterable[str]]):
+    """A case-insensitive choice of ``choices`` (stored lower-case); a callable is read at
+    each check (a registry that plugins extend)."""
+
+    def check(value: str) -> str:
+        valid = [str(c) for c in (choices() if callable(choices) else choices)]
+        key = value.lower()
+        if key not in valid:
+            raise ValueError(f"{value!r} is not one of {', '.join(valid)}")
+        return key
+
+    return Annotated[str, Strict(), AfterValidator(check)]
+
+
+_DEVICE = re.compile(r"(auto|cpu|mps|cuda(:\d+)?)\Z")
+
+
+def _check_device(value: str) -> str:
+    key = value.lower()
+    if not _DEVICE.match(key):
+        raise ValueError(f"{value!r} is not a device: use auto, cpu, cuda, cuda:N or mps")
+    return key
+
+
+Device = Annotated[str, Strict(), AfterValidator(_check_device)]
+
+
+def _flow_backends() -> Iterable[str]:
+    from stages.flow import FLOW_BACKENDS
+
+    return FLOW_BACKENDS
+
+
+def _dis_presets() -> Iterable[str]:
+    from stages.flow import DIS_PRESETS
+
+    return DIS_PRESETS
+
+
+def _backward_flows() -> Iterable[str]:
+    return ("auto", "same", *_dis_presets())
+
+
+def _mask_choices() -> Iterable[str]:
+    from stages.entities import MASK_CHOICES
+
+    return MASK_CHOICES
+
+
+def _tracker_choices() -> Iterable[str]:
+    from stages.entities import TRACKER_CHOICES
+
+    return TRACKER_CHOICES
+
+
+def _sam_models() -> Iterable[str]:
+    from stages.masks import SAM_MODEL_TYPES
+
+    return SAM_MODEL_TYPES
+
+
+def _group_names() -> Iterable[str]:
+    from pipeline.run.groups import GROUP_NAMES
+
+    return GROUP_NAMES
+
+
+def _group_keys() -> Iterable[str]:
+    from pipeline.run.groups import GROUP_KEYS
+
+    return GROUP_KEYS
+
+
+# ---- sections ---------------------------------------------------------------------------------
+
+_PYDANTIC = ConfigDict(extra="forbid", validate_assignment=True, arbitrary_types_allowed=False)
+_SECTION_NAMES: dict[type, str] = {}  # section class -> its key in Config (filled below)
+
+
+def section(cls):
+    """A configuration section: a pydantic dataclass whose construction and assignments
+    raise ``ConfigError`` (dotted keys) instead of pydantic's ``ValidationError``."""
+    cls = pydantic.dataclasses.dataclass(cls, config=_PYDANTIC)
+    init, setattr_ = cls.__init__, cls.__setattr__
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        try:
+            init(self, *args, **kwargs)
+        except ValidationError as e:
+            raise ConfigError(_problems(e, type(self))) from None
+
+    @functools.wraps(setattr_)
+    def __setattr__(self, name, value):
+        try:
+            setattr_(self, name, value)
+        except ValidationError as e:
+            raise ConfigError(_problems(e, type(self))) from None
+
+    cls.__init__, cls.__setattr__ = __init__, __setattr__
+    return cls
+
+
+@section
 class DecodeConfig:
-    jpeg_quality: int = 95          # frames are stored as JPEG; stages see the decoded JPEG
-    max_source_pixels: int = 8192 * 8192  # refuse larger frames (decompression bombs)
-    max_source_frames: int = 10_000_000
-    timeout_s: float = 120.0        # per-clip decode timeout (isolation, see worker)
+    jpeg_quality: Annotated[int, Strict(), Field(ge=1, le=100)] = 95  # frames are stored as JPEG; stages see the decoded JPEG
+    max_source_pixels: PosInt = 8192 * 8192  # refuse larger frames (decompression bombs)
+    max_source_frames: PosInt = 10_000_000
+    timeout_s: Annotated[PosFloat, RUNTIME] = 120.0  # per-clip decode timeout (isolation, see worker)
 
 
-@dataclass
+@section
 class FlowConfig:
-    backend: str = "dis"            # dis | farneback | raft | unimatch
-    preset: str = "medium"          # DIS preset: ultrafast | fast | balanced | medium
-    step: float = 1.0 / 16.0        # quantisation step of the stored flow (px); max error step/2
-    checkpoint: str | None = None   # weights file for raft/unimatch
-    source: str | None = None       # UniMatch source folder
-    batch_size: int = 8
-    device: str = "auto"
+    backend: one_of(_flow_backends) = "dis"        # dis | farneback | raft | unimatch | a plugin's
+    preset: one_of(_dis_presets) = "medium"        # DIS preset: ultrafast | fast | balanced | medium
+    step: PosFloat = 1.0 / 16.0     # quantisation step of the stored flow (px); max error step/2
+    checkpoint: Optional[Str] = None   # weights file for raft/unimatch
+    source: Optional[Str] = None       # UniMatch source folder
+    batch_size: Annotated[PosInt, RUNTIME] = 8
+    device: Annotated[Device, RUNTIME] = "auto"
 
 
-@dataclass
+@section
 class TrajectoryConfig:
-    interval: int = 16              # anchor grid interval lambda
-    max_trajectories: int = 8       # N of the paper's draw (the loader draws n ~ U[1, N])
+    interval: PosInt = 16              # anchor grid interval lambda
+    max_trajectories: PosInt = 8       # N of the paper's draw (the loader draws n ~ U[1, N])
 
 
-@dataclass
+@section
 class EntityConfig:
-    enabled: bool = True
-    masks: str = "auto"             # auto | gt | sam | motion | none
-    tracker: str = "flow"           # flow | cotracker
-    min_radius: float = 2.0
-    keep_background: bool = True
-    void_ids: tuple[int, ...] = (0,)
-    sam_model: str = "vit_b"
-    sam_checkpoint: str | None = None
-    cotracker_checkpoint: str | None = None
-    fb_threshold: float = 1.5
-    device: str = "auto"
-    sam: dict = field(default_factory=dict)
+    enabled: Bool = True
+    masks: one_of(_mask_choices) = "auto"        # auto | gt | sam | motion | none
+    tracker: one_of(_tracker_choices) = "flow"   # flow | cotracker
+    min_radius: NonNegFloat = 2.0
+    keep_background: Bool = True
+    void_ids: tuple[Int, ...] = (0,)
+    sam_model: one_of(_sam_models) = "vit_b"     # vit_b | vit_l | vit_h (| tiny_test)
+    sam_checkpoint: Optional[Str] = None
+    cotracker_checkpoint: Optional[Str] = None
+    fb_threshold: PosFloat = 1.5
+    device: Annotated[Device, RUNTIME] = "auto"
+    sam: dict[str, Any] = field(default_factory=dict)   # SamAutomaticMaskGenerator parameters
     # Added for issue 3 (docs/entities.md): entities under min_area px are dropped (0 = no
     # limit); gt ids 1..stuff_max_id are "stuff" (VIPSeg: background classes), dropped when
     # keep_background is false; motion = stages.masks.segment_motion parameters.
-    min_area: int = 0
-    stuff_max_id: int = 124
-    motion: dict = field(default_factory=dict)
+    min_area: NonNegInt = 0
+    stuff_max_id: NonNegInt = 124
+    motion: dict[str, Any] = field(default_factory=dict)
     # Backward flow for the forward-backward checks (motion masks, flow tracker), which is
     # not stored: "auto" = DIS balanced when the flow backend is a CPU one (dis, farneback),
     # else the flow backend itself; "same" = the flow backend; or a DIS preset name.
-    backward_flow: str = "auto"
+    backward_flow: one_of(_backward_flows) = "auto"
 
 
-@dataclass
+@section
 class FilterConfig:
     """Run-time filters on the per-clip motion statistics (rejects go to the filtered table)."""
 
-    min_motion: float | None = None         # min mean flow magnitude (px/frame)
-    max_camera_motion: float | None = None  # max camera translation (px/frame) of the fitted global motion
-    drop_cuts: bool = False                 # drop clips whose sampled span contains a scene cut
+    min_motion: Optional[NonNegFloat] = None         # min mean flow magnitude (px/frame)
+    max_camera_motion: Optional[NonNegFloat] = None  # max camera translation (px/frame) of the fitted global motion
+    drop_cuts: Bool = False                          # drop clips whose sampled span contains a scene cut
 
 
-@dataclass
+@section
 class ShardConfig:
-    samples_per_shard: int = 100
-    max_shard_bytes: int = 2_000_000_000
+    samples_per_shard: PosInt = 100
+    max_shard_bytes: Annotated[PosInt, RUNTIME] = 2_000_000_000
 
 
-@dataclass
+@section
 class RayConfig:
-    address: str | None = None
-    num_workers: int | None = None   # concurrent shard workers; default: CPUs available
-    num_cpus_per_worker: float = 1.0
-    num_gpus_per_worker: float = 0.0
-    retries: int = 2
+    RUNTIME_SECTION: ClassVar[bool] = True
+
+    address: Optional[Str] = None
+    num_workers: Optional[PosInt] = None   # concurrent CPU workers (the first stage group); default: CPUs available
+    num_cpus_per_worker: NonNegFloat = 1.0
+    num_gpus_per_worker: NonNegFloat = 0.0
+    retries: NonNegInt = 2
     # Stage groups (pipeline/run/groups.py): model stages run as GPU operators when the
     # cluster has GPUs (None = auto; False = one fused operator per clip everywhere), and
-    # per-group resources: {"flow"|"masks"|"tracks"|"cpu": {num_cpus, num_gpus, batch_size,
-    # min_actors, max_actors}}.
-    gpu_operators: bool | None = None
-    groups: dict = field(default_factory=dict)
-    quiet: bool = True              # Ray's own console output goes to its log folder (pipeline/run/console.py)
+    # per-group resources: {"cpu"|"flow"|"masks"|"tracks"|"captions": {num_cpus, num_gpus,
+    # batch_size, min_actors, max_actors}}.
+    gpu_operators: Optional[Bool] = None
+    groups: dict[one_of(_group_names), dict[one_of(_group_keys), Annotated[float, Field(ge=0)]]] = field(
+        default_factory=dict)
+    quiet: Bool = True  # Ray's own console output goes to its log folder (pipeline/run/console.py)
 
 
-@dataclass
+@section
 class IsolationConfig:
     """Each clip's stages run in a long-lived child process of the worker, so that a decoder
     that segfaults or hangs costs one clip, not the run (pipeline/isolation.py)."""
 
-    enabled: bool = True
-    stage_timeout_s: float = 600.0  # per-stage limit for the stages after decode (decode: decode.timeout_s)
-    retries: int = 1                # new attempts (in a fresh child) after a timeout or crash
-    start_method: str = "spawn"     # multiprocessing start method of the child: spawn | forkserver
+    RUNTIME_SECTION: ClassVar[bool] = True
+
+    enabled: Bool = True
+    stage_timeout_s: PosFloat = 600.0  # per-stage limit for the stages after decode (decode: decode.timeout_s)
+    retries: NonNegInt = 1             # new attempts (in a fresh child) after a timeout or crash
+    start_method: one_of(("spawn", "forkserver")) = "spawn"  # multiprocessing start method of the child
 
 
-@dataclass
+@section
 class Config:
-    profile: str = DEFAULT_PROFILE
-    frames: int | None = None        # override the profile's frame count
-    seed: int = 0
+    # Modules (dotted names or .py paths) every worker imports first: they register adapters,
+    # flow backends, stages. First field: imported when checked, before the sections are.
+    plugins: tuple[Str, ...] = ()
+    profile: one_of(PROFILES) = DEFAULT_PROFILE
+    frames: Optional[Annotated[int, Strict(), Field(ge=2)]] = None   # override the profile's frame count
+    seed: Int = 0
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
     trajectories: TrajectoryConfig = field(default_factory=TrajectoryConfig)
@@ -153,9 +346,19 @@ class Config:
     shards: ShardConfig = field(default_factory=ShardConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     isolation: IsolationConfig = field(default_factory=IsolationConfig)
-    # Modules (dotted names or .py paths) every worker imports first: they register adapters,
-    # flow backends, stages.
-    plugins: tuple[str, ...] = ()
+
+    @field_validator("plugins")
+    @classmethod
+    def _import_plugins(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        if names:
+            from .worker import import_plugins
+
+            for name in names:
+                try:
+                    import_plugins((name,))
+                except Exception as e:  # noqa: BLE001 - any failure of the plugin's import
+                    raise ValueError(f"cannot import plugin {name!r}: {type(e).__name__}: {e}") from None
+        return names
 
     def get_profile(self) -> Profile:
         return get_profile(self.profile, self.frames)
@@ -168,49 +371,129 @@ class Config:
         return apply_overrides(self, {k: v for k, v in dotted.items() if v is not None})
 
 
-def _from_dict(cls, data: dict[str, Any]):
-    kw = {}
-    names = {f.name: f for f in fields(cls)}
-    for k, v in data.items():
-        if k not in names:
-            raise ValueError(f"unknown configuration key {k!r} in {cls.__name__}; known: {', '.join(names)}")
-        sub = names[k].default_factory if names[k].default_factory is not dataclasses.MISSING else None
-        if sub is not None and is_dataclass(sub) and isinstance(v, dict):
-            kw[k] = _from_dict(sub, v)
-        elif sub is not None and isinstance(sub, type) and is_dataclass(sub):
-            kw[k] = _from_dict(sub, v)
+def _field_types(cls) -> dict[str, Any]:
+    return {name: f.annotation for name, f in cls.__pydantic_fields__.items()}
+
+
+for _name, _tp in _field_types(Config).items():
+    if dataclasses.is_dataclass(_tp):
+        _SECTION_NAMES[_tp] = _name
+
+
+def is_runtime(section_cls: type, name: str | None = None) -> bool:
+    """Whether a section (``name`` None) or one of its fields does not change sample content."""
+    if getattr(section_cls, "RUNTIME_SECTION", False):
+        return True
+    if name is None:
+        return False
+    info = section_cls.__pydantic_fields__[name]
+    return any(m is RUNTIME for m in info.metadata)
+
+
+# ---- errors -----------------------------------------------------------------------------------
+
+def _class_at(cls, path: tuple) -> "type | None":
+    for part in path:
+        tp = _field_types(cls).get(part) if isinstance(part, str) else None
+        if not dataclasses.is_dataclass(tp):
+            return None
+        cls = tp
+    return cls
+
+
+def _dotted(path: Iterable) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _problems(err: ValidationError, cls: type) -> list[str]:
+    """pydantic's errors as lines ``dotted.key: what is wrong``; ``cls`` is the class that
+    was validated (its key in Config prefixes the locations of a section built alone)."""
+    prefix = (_SECTION_NAMES[cls],) if cls in _SECTION_NAMES else ()
+    out = []
+    for e in err.errors(include_url=False):
+        loc = tuple(e["loc"])
+        key = _dotted(prefix + loc) or "configuration"
+        kind, value = e["type"], e.get("input")
+        if kind == "value_error":
+            msg = str(e["ctx"]["error"])
+        elif kind in ("unexpected_keyword_argument", "extra_forbidden"):
+            owner = _class_at(cls, loc[:-1])
+            known = f"; known: {', '.join(_field_types(owner))}" if owner is not None else ""
+            msg = f"unknown key{known}"
+        elif kind == "dataclass_type":
+            msg = f"must be a mapping of settings, got {value!r}"
         else:
-            kw[k] = tuple(v) if isinstance(names[k].default, tuple) and isinstance(v, list) else v
-    return cls(**kw)
+            text = e["msg"]
+            text = "should" + text[len("Input should"):] if text.startswith("Input should") else text[0].lower() + text[1:]
+            msg = f"got {value!r}, {text}"
+        out.append(f"{key}: {msg}")
+    return out
 
 
-def config_from_dict(data: dict[str, Any]) -> Config:
-    return _from_dict(Config, data or {})
+# ---- building a configuration -----------------------------------------------------------------
+
+def config_from_dict(data: dict[str, Any] | None, source: str | None = None) -> Config:
+    """A checked ``Config`` from nested mappings (sections as dicts); raises ``ConfigError``
+    listing every problem. ``source`` names where the data came from in the message."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"the configuration must be a mapping of sections, got {type(data).__name__}", source)
+    data = {k: v for k, v in data.items() if k != RECORD_KEY}
+    try:
+        return Config(**data)
+    except ConfigError as e:
+        raise ConfigError(e.problems, source) from None
 
 
 def load_config(path: str | Path | None) -> Config:
+    """The configuration of a YAML (``.yaml``/``.yml``) or JSON file (None: the defaults)."""
     if path is None:
         return Config()
     text = Path(path).read_text()
     if str(path).endswith((".yaml", ".yml")):
         import yaml
 
-        data = yaml.safe_load(text) or {}
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"cannot parse the YAML: {e}", str(path)) from None
     else:
-        data = json.loads(text)
-    return config_from_dict(data)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"cannot parse the JSON: {e}", str(path)) from None
+    return config_from_dict(data, source=str(path))
 
 
 def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
+    """A copy of ``cfg`` with dotted ``section.key`` overrides; the result is checked as a
+    whole (``ConfigError`` lists unknown keys and bad values together)."""
     data = cfg.to_dict()
+    problems = []
     for dotted, value in overrides.items():
         parts = dotted.split(".")
         node = data
-        for p in parts[:-1]:
+        for i, p in enumerate(parts[:-1]):
             if p not in node or not isinstance(node[p], dict):
-                raise ValueError(f"unknown configuration section {p!r} in {dotted!r}")
+                known = ", ".join(k for k, v in node.items() if isinstance(v, dict))
+                problems.append(f"{dotted}: unknown section {'.'.join(parts[:i + 1])!r}; known: {known}")
+                node = None
+                break
             node = node[p]
+        if node is None:
+            continue
         if parts[-1] not in node:
-            raise ValueError(f"unknown configuration key {dotted!r}")
+            problems.append(f"{dotted}: unknown key; known: {', '.join(node)}")
+            continue
         node[parts[-1]] = value
-    return config_from_dict(data)
+    try:
+        new = config_from_dict(data)
+    except ConfigError as e:
+        problems += e.problems
+    if problems:
+        raise ConfigError(problems)
+    return new

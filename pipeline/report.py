@@ -458,10 +458,21 @@ class RunProgress:
 
 def format_run_summary(res) -> str:
     """The closing summary of ``python -m pipeline run`` (a ``plan.RunResult``): counts,
-    time and throughput per stage (from the shards' ``stage_seconds``), where the output is."""
+    time and throughput per stage (from the shards' ``stage_seconds``), where the output is.
+    Optional attributes, shown when set: ``reasons`` ({error reason: clips}, most frequent
+    first), ``setup`` (``preflight.preflight``'s descriptions), ``ray_logs`` (Ray's log folder)."""
     lines = [f"\n{res.prefix}: {res.clips} clips -> ok {res.ok}, error {res.error}, filtered {res.filtered} "
              f"in {res.shards} shards ({res.skipped_shards} already done) | {res.seconds:.1f} s, "
              f"{res.clips_per_second:.2f} clips/s"]
+    reasons = getattr(res, "reasons", None) or {}
+    if reasons:
+        lines.append("errors by reason: " + ", ".join(
+            f"{k} {v}" for k, v in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))))
+    setup = getattr(res, "setup", None)
+    if setup:
+        from .preflight import format_preflight
+
+        lines.append(format_preflight(setup))
     secs: Counter = Counter()
     ok_done = 0
     for st in res.stats:
@@ -493,4 +504,7 @@ def format_run_summary(res) -> str:
     if res.index:
         lines.append(f"look at it: python -m pipeline stats {res.out_dir} | preview {res.out_dir} --out DIR | "
                      f"validate {res.out_dir}")
+    ray_logs = getattr(res, "ray_logs", None)
+    if ray_logs:
+        lines.append(f"Ray's logs: {ray_logs}")
     return "\n".join(lines)

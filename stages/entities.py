@@ -9,7 +9,9 @@ Public API
     ``stage(state, row) -> state``: sets ``entity_ids`` (K,) int32, ``entity_mask`` (H, W)
     uint16, ``entity_radii`` (K,) float32, ``entity_tracks`` (K, L, 2) float32,
     ``entity_visibility`` (K, L) bool and ``meta["entities"]``. Mask sources and the tracker
-    are created on first use and reused for every clip of the worker.
+    are created on first use and reused for every clip of the worker; ``mask_source(name)``,
+    ``tracker`` and ``backward_backend()`` build them without a clip (the driver's preflight),
+    ``mask_source_names()`` says which mask sources the configuration can use.
 ``choose_mask_source(requested, row, sam_checkpoint) -> (name, reason)``
     The ``auto`` rule: ``gt`` when the manifest row has masks, else ``sam`` when a SAM
     checkpoint is configured, else ``motion``.
@@ -73,6 +75,14 @@ class EntityStage:
         self._sources: dict[str, MaskSource | Exception] = {}
         self._tracker: CenterTracker | Exception | None = None
         self._backward = None
+
+    def mask_source_names(self) -> tuple[str, ...]:
+        """The mask sources clips can use under this configuration (``choose_mask_source``):
+        ``auto`` -> gt (clips with dataset masks) and sam or motion (the others)."""
+        if self.requested == "auto":  # a clip with dataset masks, then one without
+            return tuple(choose_mask_source("auto", row, self.cfg.sam_checkpoint)[0]
+                         for row in ({"masks": True}, {}))
+        return (self.requested,)
 
     # ---- backends (created once, failures remembered so every clip reports them cheaply)
     def mask_source(self, name: str) -> MaskSource:

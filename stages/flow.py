@@ -30,6 +30,7 @@ __all__ = [
     "FLOW_BACKENDS",
     "register_flow_backend",
     "make_flow_backend",
+    "make_flow_backend_from",
     "warp",
     "endpoint_error",
 ]
@@ -292,6 +293,16 @@ def make_flow_backend(name: str, preset: str = DEFAULT_DIS_PRESET, **kwargs: Any
     except KeyError:
         raise ValueError(f"unknown flow backend {name!r}; known: {', '.join(FLOW_BACKENDS)}") from None
     return factory(preset=preset, **kwargs)
+
+
+def make_flow_backend_from(settings: Any, **overrides: Any) -> FlowBackend:
+    """The backend a ``FlowConfig``-like object names: ``settings.backend`` and ``.preset``,
+    with those of the ``GENERIC_OPTIONS`` it sets (not None); ``overrides`` replace options
+    (e.g. ``device="cpu"``). The one way the worker and the driver's preflight build it."""
+    opts = {k: getattr(settings, k, None) for k in GENERIC_OPTIONS}
+    opts.update(overrides)
+    return make_flow_backend(settings.backend, preset=settings.preset,
+                             **{k: v for k, v in opts.items() if v is not None})
 
 
 # ---- helpers ---------------------------------------------------------------------------------

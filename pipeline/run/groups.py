@@ -30,6 +30,7 @@ STEP_STAGE = {"decode": "decode", "flow": "flow", "motion": "motion", "trajector
               "entity_masks": "entities", "entity_tracks": "entities"}
 GPU_FLOW_BACKENDS = ("raft", "unimatch")
 GROUP_KEYS = ("num_cpus", "num_gpus", "batch_size", "min_actors", "max_actors")
+GROUP_NAMES = ("cpu", "flow", "masks", "tracks", "captions")
 MODEL_GROUP = {"flow": "flow", "entity_masks": "masks", "entity_tracks": "tracks"}
 DEFAULT_BATCH = {"flow": 4, "masks": 8, "tracks": 4, "cpu": 1}
 

@@ -76,6 +76,18 @@ def test_run_summary_table():
     order = [line.split()[0] for line in text.splitlines()
              if line.split() and line.split()[0] in ("decode", "flow", "motion", "trajectories", "entities")]
     assert order == ["decode", "flow", "motion", "trajectories", "entities"]
+    assert "errors by reason" not in text and "Ray's logs" not in text   # attributes not set
+
+
+def test_run_summary_reasons_setup_and_ray_logs():
+    res = RunResult(out_dir="/o", prefix="p", stage="shards", clips=9, error=9, shards=1, seconds=1.0)
+    res.reasons = {"timeout": 2, "internal": 5, "decode_error": 2}
+    res.setup = {"out": "/o (writable)", "flow": "dis medium", "tracker": "flow", "seconds": "0.01"}
+    res.ray_logs = "/tmp/ray/session_latest/logs"
+    text = format_run_summary(res)
+    assert "errors by reason: internal 5, decode_error 2, timeout 2" in text
+    assert "setup ok (0.01 s): flow dis medium | tracker flow" in text
+    assert text.splitlines()[-1] == "Ray's logs: /tmp/ray/session_latest/logs"
 
 
 def test_stats_on_folder_without_run(tmp_path):

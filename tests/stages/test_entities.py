@@ -119,9 +119,9 @@ def test_auto_rule_and_stage_construction():
     assert e.value.reason == "missing_masks"
     assert make_entity_stage(EntityConfig(masks="none")) is None
     assert make_entity_stage(EntityConfig(enabled=False)) is None
-    with pytest.raises(ValueError, match="--masks"):
+    with pytest.raises(ValueError, match="entities.masks"):  # config.ConfigError
         make_entity_stage(EntityConfig(masks="grabcut"))
-    with pytest.raises(ValueError, match="--tracker"):
+    with pytest.raises(ValueError, match="entities.tracker"):
         make_entity_stage(EntityConfig(tracker="raft"))
 
 

@@ -206,3 +206,18 @@ def test_input_validation(clip):
     with pytest.raises(ValueError):
         b.forward(clip[0])
     assert b.forward(clip[:1]).shape == (0, 2, H, W)
+
+
+def test_make_flow_backend_from_settings_object():
+    """One way to build the configured backend (worker and preflight): backend + preset and
+    the generic options that are set; overrides replace options."""
+    from types import SimpleNamespace
+
+    from stages.flow import make_flow_backend_from
+
+    s = SimpleNamespace(backend="DIS", preset="fast", checkpoint=None, source=None, device="cpu", batch_size=4)
+    b = make_flow_backend_from(s)
+    assert isinstance(b, DISFlow) and b.preset == "fast"
+    assert make_flow_backend_from(s, device="cuda").preset == "fast"   # CPU backends ignore the device
+    with pytest.raises(ValueError, match="unknown flow backend 'nope'"):
+        make_flow_backend_from(SimpleNamespace(backend="nope", preset="fast"))
