@@ -78,11 +78,13 @@ def run(
     """Process a dataset into shards (or up to --stage, keeping that stage's output).
 
     Exit status: 0 when the run produced samples, 1 when it had clips and produced none
-    (the summary is printed first), 2 for a configuration or setup error."""
+    (the summary is printed first) or the circuit breaker stopped it, 2 for a configuration
+    or setup error (nothing scheduled, nothing marked done)."""
     import logging
 
     from .config import load_config
     from .run import run as run_plan
+    from .run.plan import RunStopped
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -104,9 +106,12 @@ def run(
     try:
         res = run_plan(cfg, dataset, data, out, stage=stage, force=force, executor=executor,
                        address=address, progress=progress, **run_kw, **options)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, ImportError) as e:  # a setup error (preflight.SetupError is a ValueError)
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2)
+    except RunStopped as e:  # the circuit breaker
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1)
     finally:
         progress.close()
     from .report import format_run_summary

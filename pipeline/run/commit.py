@@ -17,7 +17,7 @@ from schemas.status import STATUS_ERROR, STATUS_FILTERED, STATUS_OK
 
 from ..shards import TarShardWriter, read_stats, write_stats, write_status
 from .layout import RunLayout
-from .parts import read_part, remove_parts
+from .parts import part_of, read_part, remove_parts
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def commit_shard(layout: RunLayout, shard: int, start: int, stop: int, max_shard
     t0 = time.perf_counter()
     try:
         for row in range(start, stop):
-            head, members = read_part(layout.part_path(shard, row))
+            head, members = read_part(part_of(layout, shard, row))
             st = dict(head["status"])
             if st["status"] == STATUS_OK:
                 st["tar"] = writer.write(st["clip_id"], members)
@@ -132,3 +132,44 @@ def commit_shard(layout: RunLayout, shard: int, start: int, stop: int, max_shard
     remove_parts(layout, shard)
     stats["skipped"] = False
     return stats
+
+
+def restage_for_retry(layout: RunLayout, shard: int, reasons) -> list[int]:
+    """``--retry-errors``: stage the clips of a done shard that are kept as they are (ok
+    samples with their members byte for byte, filtered clips, errors not retried) and return
+    the rows to compute again (status error, with a reason in ``reasons``, or any when
+    ``reasons`` is True). Nothing is staged when no clip of the shard is retried."""
+    import json
+    import tarfile
+
+    import pyarrow.parquet as pq
+
+    from .parts import write_part
+    from .work import ClipWork
+
+    paths = layout.shard_paths(shard)
+    status = pq.read_table(paths["status"]).to_pylist()
+    redo = [r["row"] for r in status
+            if r["status"] == STATUS_ERROR and (reasons is True or r["reason"] in reasons)]
+    if not redo:
+        return []
+    stats = read_stats(paths["stats"]) or {}
+    members: dict[str, dict[str, bytes]] = {}
+    for tar_name in stats.get("tars", []):
+        with tarfile.open(os.path.join(layout.stage_dir(), tar_name)) as tf:
+            for m in tf:
+                key, _, ext = m.name.partition(".")
+                members.setdefault(key, {})[ext] = tf.extractfile(m).read()
+    keep = set(redo)
+    for r in status:
+        if r["row"] in keep:
+            continue
+        w = ClipWork(row={"clip_id": r["clip_id"], "row": r["row"]}, shard=shard, status=r["status"],
+                     reason=r["reason"], message=r["message"], seconds=r["seconds"] or 0.0)
+        if r["status"] == STATUS_OK:
+            w.members = members[r["clip_id"]]
+            ent = json.loads(w.members["json"]).get("entities")
+            if ent:
+                w.entities = {"mask_source": ent.get("mask_source"), "count": int(ent.get("count", 0))}
+        write_part(layout, w)
+    return sorted(redo)

@@ -28,8 +28,12 @@ from .work import ClipWork
 log = logging.getLogger(__name__)
 
 
+RESULT_KEYS = ("shard", "row", "status", "reason", "message")
+
+
 def result_of(w: ClipWork) -> dict:
-    return {"shard": int(w.shard), "row": w.index, "status": w.status, "reason": w.reason or ""}
+    return {"shard": int(w.shard), "row": w.index, "status": w.status, "reason": w.reason or "",
+            "message": (w.message or "")[:300]}
 
 
 class LocalExecutor:
@@ -93,7 +97,7 @@ class GroupOperator:
         works = self.runner(works)
         if self.group.last:
             rows = [result_of(w) for w in works]
-            return {k: np.array([r[k] for r in rows]) for k in ("shard", "row", "status", "reason")}
+            return {k: np.array([r[k] for r in rows]) for k in RESULT_KEYS}
         out = np.empty(len(works), dtype=object)
         out[:] = [w.to_wire() for w in works]
         return {"work": out}
@@ -147,7 +151,7 @@ class RayExecutor:
             )
         for row in ds.iter_rows():
             yield {"shard": int(row["shard"]), "row": int(row["row"]), "status": str(row["status"]),
-                   "reason": str(row["reason"])}
+                   "reason": str(row["reason"]), "message": str(row["message"])}
 
 
 def commit_task(layout: RunLayout, shard: int, start: int, stop: int, max_shard_bytes: int,

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from ..shards import shard_name, shard_paths
 
 PARTS = "_parts"
+# Error reasons that say nothing about the clip (a bug, a backend that failed): the circuit
+# breaker watches them, and a clip staged with one is computed again by the next run.
+NON_CLIP_REASONS = ("internal", "backend_unavailable")
 STAGES_DIR = "_stages"
 
 
@@ -45,8 +48,10 @@ class RunLayout:
     def parts_dir(self, shard: int, stage: str | None = None) -> str:
         return os.path.join(self.parts_root(stage), f"{int(shard):06d}")
 
-    def part_path(self, shard: int, row: int, stage: str | None = None) -> str:
-        return os.path.join(self.parts_dir(shard, stage), f"{int(row):09d}.part")
+    def part_path(self, shard: int, row: int, stage: str | None = None, retry: bool = False) -> str:
+        """``<row>.part``; ``<row>.retry.part`` for a clip that failed for a reason that is not
+        about the clip (``NON_CLIP_REASONS``): a later run computes such a clip again."""
+        return os.path.join(self.parts_dir(shard, stage), f"{int(row):09d}" + (".retry" if retry else "") + ".part")
 
     def manifest(self) -> str:
         return os.path.join(self.out_dir, "manifest.parquet")

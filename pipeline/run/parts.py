@@ -14,7 +14,9 @@ import os
 import shutil
 import tarfile
 
-from .layout import RunLayout
+from schemas.status import STATUS_ERROR
+
+from .layout import NON_CLIP_REASONS, RunLayout
 from .work import ClipWork
 
 _WORK = "work.json"
@@ -37,7 +39,8 @@ def write_part(layout: RunLayout, work: ClipWork, fsync: bool = True) -> str:
             "batches": work.batches, "waits": work.waits, "entities": work.entities, "worker": work.worker}
     members = [(_WORK, json.dumps(head, sort_keys=True).encode())]
     members += sorted((work.members or {}).items())
-    path = layout.part_path(work.shard, work.index)
+    path = layout.part_path(work.shard, work.index,
+                            retry=work.status == STATUS_ERROR and work.reason in NON_CLIP_REASONS)
     d = os.path.dirname(path)
     os.makedirs(d, exist_ok=True)
     tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}-{os.urandom(3).hex()}.tmp")
@@ -66,12 +69,19 @@ def read_part(path: str) -> tuple[dict, dict[str, bytes]]:
 
 
 def staged_rows(layout: RunLayout, shard: int) -> set[int]:
-    """Rows of ``shard`` that have a complete part."""
+    """Rows of ``shard`` that have a complete part (not counting ``.retry.part``: those are
+    computed again)."""
     try:
         names = os.listdir(layout.parts_dir(shard))
     except FileNotFoundError:
         return set()
-    return {int(n[:-5]) for n in names if n.endswith(".part") and not n.startswith(".")}
+    return {int(n[:9]) for n in names if n.endswith(".part") and not n.startswith(".") and not n.endswith(".retry.part")}
+
+
+def part_of(layout: RunLayout, shard: int, row: int) -> str:
+    """The part to commit for a row: its computed part, else its ``.retry.part``."""
+    path = layout.part_path(shard, row)
+    return path if os.path.exists(path) else layout.part_path(shard, row, retry=True)
 
 
 def staged_shards(layout: RunLayout) -> set[int]:

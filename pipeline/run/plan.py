@@ -27,15 +27,26 @@ from ..datasets import build_manifest, write_manifest
 from ..io import is_uri
 from ..shards import atomic_write_bytes, remove_temp_files, write_index, write_status
 from ..worker import STAGES, import_plugins
-from .commit import is_done
+from ..fingerprint import check_resume, config_record, fingerprint
+from ..preflight import preflight
+from .commit import is_done, restage_for_retry
 from .console import ray_output_to_file
 from .executors import Committer, LocalExecutor, RayExecutor, init_ray
 from .groups import plan_groups
-from .layout import RunLayout
+from .layout import NON_CLIP_REASONS, RunLayout
 from .lock import RunLock
 from .parts import remove_part_temp_files, remove_parts, staged_rows, staged_shards
 
 log = logging.getLogger(__name__)
+
+# The circuit breaker: when the first BREAKER_WINDOW clips a run computes (or all of them, if
+# fewer) fail with the same reason of NON_CLIP_REASONS, the setup is broken, not the clips:
+# the run stops, commits nothing, removes those clips' parts and says why.
+BREAKER_WINDOW = 16
+
+
+class RunStopped(RuntimeError):
+    """The circuit breaker stopped the run (a setup problem that preflight could not see)."""
 
 
 def shard_tasks(num_rows: int, samples_per_shard: int) -> list[dict]:
@@ -91,6 +102,8 @@ class RunResult:
     computed: int = 0                                # clips this run computed
     reasons: dict = field(default_factory=dict)      # error/filtered reason -> count
     ray_logs: str | None = None
+    setup: dict | None = None                        # what preflight built (pipeline/preflight.py)
+    retried: int = 0                                 # clips redone by --retry-errors
 
     @property
     def clips_per_second(self) -> float:
@@ -98,7 +111,12 @@ class RunResult:
 
 
 def run(cfg: Config, dataset: str, data: str, out_dir: str, stage: str = "shards", force: bool = False,
-        executor: str = "ray", address: str | None = None, progress=None, **dataset_options) -> RunResult:
+        executor: str = "ray", address: str | None = None, progress=None, retry_errors=None,
+        **dataset_options) -> RunResult:
+    """Run the pipeline; see the module docstring. ``retry_errors``: None, True (redo every
+    clip whose status is error) or reasons to redo. Raises ``preflight.SetupError`` (a
+    ValueError) before anything is scheduled when the setup is broken, and ``RunStopped``
+    when the circuit breaker trips."""
     if stage == "all":
         stage = "shards"
     if stage not in STAGES:
@@ -107,13 +125,18 @@ def run(cfg: Config, dataset: str, data: str, out_dir: str, stage: str = "shards
         raise ValueError(f"unknown executor {executor!r}; choose ray or local")
     t0 = time.perf_counter()
     profile = cfg.get_profile()
-    os.makedirs(out_dir, exist_ok=True)
     import_plugins(cfg.plugins)  # plugins may register dataset adapters
+    address = address or cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    # every backend built once, devices and OUT checked, before any clip (SetupError)
+    setup = preflight(cfg, out_dir, stage=stage, local_devices=(executor == "local" or not address))
+    if retry_errors is not None and retry_errors is not True:
+        retry_errors = tuple(retry_errors)
     with RunLock(out_dir) as lock:  # one writer per output folder; refused with a message otherwise
         layout = RunLayout(os.path.abspath(out_dir), f"{dataset}-{profile.name}", stage)
         _remove_temp_files(layout)  # left by writers of a killed run
         result = _run_locked(cfg, dataset, data, layout, force, executor, address, progress,
-                             dataset_options, t0, profile, lock.run_id)
+                             dataset_options, t0, profile, lock.run_id, retry_errors)
+        result.setup = setup
         _remove_temp_files(layout)  # left by attempts that failed and were retried
         return result
 
@@ -125,12 +148,20 @@ def _remove_temp_files(layout: RunLayout) -> None:
         log.warning("removed %d temporary file(s) of interrupted writers in %s", len(removed), layout.out_dir)
 
 
+def _read_json(path: str) -> dict | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (FileNotFoundError, ValueError):
+        return None
+
+
 def _run_locked(cfg, dataset, data, layout: RunLayout, force, executor, address, progress, dataset_options,
-                t0, profile, run_id) -> RunResult:
+                t0, profile, run_id, retry_errors=None) -> RunResult:
     manifest = build_manifest(dataset, data, **dataset_options)
     manifest_path = write_manifest(manifest, layout.manifest(),
                                    row_group_size=manifest_row_group(cfg.shards.samples_per_shard))
-    atomic_write_bytes(layout.config(), json.dumps(cfg.to_dict(), indent=1, sort_keys=True).encode())
+    fp = fingerprint(cfg)
     tasks = shard_tasks(manifest.num_rows, cfg.shards.samples_per_shard)
     result = RunResult(layout.out_dir, layout.prefix, layout.stage, clips=manifest.num_rows)
     del manifest  # the operators read their rows from the manifest file (ManifestRows)
@@ -143,6 +174,12 @@ def _run_locked(cfg, dataset, data, layout: RunLayout, force, executor, address,
     for t in tasks:
         s = t["shard"]
         done = None if force else is_done(layout, s)
+        if done is not None and retry_errors is not None and done.get("error"):
+            redo = restage_for_retry(layout, s, retry_errors)
+            if redo:
+                result.retried += len(redo)
+                pending[s], left[s] = redo, len(redo)
+                continue
         if done is not None:
             done["skipped"] = True
             result.stats.append(done)
@@ -161,8 +198,13 @@ def _run_locked(cfg, dataset, data, layout: RunLayout, force, executor, address,
         else:
             ready.append(t)
     n_pending = sum(left.values())
+    if not force:  # the done shards (and staged clips) must have been made with these settings
+        fps = [st.get("fingerprint") for st in result.stats]
+        if with_parts:
+            fps.append(None)  # staged clips: made with the settings OUT/config.json records
+        check_resume(_read_json(layout.config()), fps, cfg, out_dir=layout.out_dir)
+    atomic_write_bytes(layout.config(), json.dumps(config_record(cfg), indent=1, sort_keys=True).encode())
 
-    address = address or cfg.ray.address or os.environ.get("RAY_ADDRESS")
     use_ray = executor == "ray" and n_pending + len(ready) > 0
     by_shard = {t["shard"]: t for t in tasks}
 
@@ -186,24 +228,35 @@ def _run_locked(cfg, dataset, data, layout: RunLayout, force, executor, address,
                           "batch_size": g.batch_size, "actors": [g.min_actors, g.max_actors]} for g in groups]
         items = work_items(pending, clips_per_item(n_pending, groups[0].max_actors, cfg.shards.samples_per_shard))
         manifest_arg = manifest_path if is_uri(manifest_path) else os.path.abspath(manifest_path)
-        committer = Committer(layout, cfg.shards.max_shard_bytes, run_id if use_ray else None, use_ray)
+        committer = Committer(layout, cfg.shards.max_shard_bytes, run_id if use_ray else None, use_ray,
+                              extra={"fingerprint": fp})
         for t in ready:
             committed(committer.submit(t["shard"], t["start"], t["stop"]))
         if items:
             ex = (RayExecutor(groups, cfg, layout, manifest_arg, run_id) if use_ray
                   else LocalExecutor(groups, cfg, layout, manifest_arg))
             clip_progress = getattr(progress, "clip", None)
+            window = min(BREAKER_WINDOW, n_pending)
+            first: list[dict] = []
+            held: list[int] = []  # shards complete before the breaker's window passed
             for r in ex.run(items):
                 s = r["shard"]
                 left[s] -= 1
                 result.computed += 1
                 if clip_progress is not None:
                     clip_progress(r)
+                if len(first) < window:
+                    first.append(r)
+                    if len(first) == window:
+                        _breaker(first, layout)
                 if left[s] == 0:
-                    t = by_shard[s]
-                    committed(committer.submit(s, t["start"], t["stop"]))
-                else:
-                    committed(committer.poll())
+                    held.append(s)
+                if len(first) >= window:
+                    for h in held:
+                        t = by_shard[h]
+                        committed(committer.submit(h, t["start"], t["stop"]))
+                    held = []
+                committed(committer.poll())
         committed(committer.drain())
     missing = [s for s, n in left.items() if n > 0]
     if missing:  # an executor that ended early: never report such a run as complete
@@ -227,6 +280,27 @@ def _run_locked(cfg, dataset, data, layout: RunLayout, force, executor, address,
         })
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _breaker(first: list[dict], layout: RunLayout) -> None:
+    """Trip when every clip of the window failed with one reason that is not about the clip."""
+    reasons = {(r["status"], r["reason"]) for r in first}
+    if len(reasons) != 1:
+        return
+    status, reason = next(iter(reasons))
+    if status != "error" or reason not in NON_CLIP_REASONS:
+        return
+    for r in first:  # nothing of theirs is kept: the next run computes them again
+        for retry in (False, True):
+            try:
+                os.remove(layout.part_path(r["shard"], r["row"], retry=retry))
+            except FileNotFoundError:
+                pass
+    raise RunStopped(
+        f"stopped: the first {len(first)} clip(s) of this run all failed with reason {reason!r}"
+        f"{': ' + first[0]['message'] if first[0].get('message') else ''}. That is a setup or code "
+        f"problem, not a clip problem, so nothing was marked done; fix it and rerun (the clips "
+        f"are computed again).")
 
 
 def collect_tables(layout: RunLayout, shards: list[int], statuses: tuple[str, ...] | None = None) -> pa.Table:
