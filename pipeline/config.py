@@ -70,6 +70,15 @@ class FlowConfig:
 class TrajectoryConfig:
     interval: int = 16              # anchor grid interval lambda
     max_trajectories: int = 8       # N of the paper's draw (the loader draws n ~ U[1, N])
+    # Anchor reliability (docs/trajectories.md): forward-backward checks with the backward
+    # flow of entities.backward_flow; a step passes when its FB error <= reliable_step_px
+    # (+ reliable_step_rel * |step|) and the position chained back to frame 0 lands within
+    # reliable_roundtrip_px of the anchor (None turns a test off; reliability false stores
+    # no reliable array, and the loader then treats the anchors as unverified).
+    reliability: bool = True
+    reliable_step_px: float | None = 1.0
+    reliable_step_rel: float = 0.0
+    reliable_roundtrip_px: float | None = 1.5
 
 
 @dataclass
@@ -105,6 +114,9 @@ class FilterConfig:
     min_motion: float | None = None         # min mean flow magnitude (px/frame)
     max_camera_motion: float | None = None  # max camera translation (px/frame) of the fitted global motion
     drop_cuts: bool = False                 # drop clips whose sampled span contains a scene cut
+    # min share of the anchors in frame through the clip that are reliable through it
+    # (meta.anchors.trackability.reliable_through; docs/trajectories.md); None = keep all
+    min_trackable: float | None = None
 
 
 @dataclass
