@@ -218,11 +218,12 @@ class ClipProcessor:
         }
         lo = getattr(self.cfg.filters, "min_trackable", None)
         if lo and back is not None:
-            share = track["reliable_through"]
+            share, what = track["reliable_through"], "in-frame anchors reliable through the clip"
+            if share is None:        # no anchor stays in frame (a fast pan): followed until they leave
+                share, what = track["reliable_while_visible"], "anchors reliable until they leave the frame"
             if share is None or share < float(lo):
-                shown = "no anchor stays in frame" if share is None else f"{share:.3f}"
-                raise ClipFiltered("low_trackability", f"share of in-frame anchors reliable through the clip: "
-                                                       f"{shown} < --min-trackable {lo}")
+                shown = "no anchor" if share is None else f"{share:.3f}"
+                raise ClipFiltered("low_trackability", f"share of {what}: {shown} < --min-trackable {lo}")
         return state
 
     def entities(self, state: dict) -> dict:

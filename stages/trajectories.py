@@ -288,6 +288,10 @@ def trackability(visible: np.ndarray, reliable: np.ndarray | None) -> dict[str, 
                            compares against; None passes it only when it is unset);
     ``reliable_through_all`` the same over all anchors (those leaving the frame count as
                            not reliable);
+    ``reliable_while_visible`` of the anchors in frame at frame 0, the fraction reliable
+                           at every frame they are in frame (an anchor leaving the frame
+                           counts when it was followed until it left; a fast pan where no
+                           anchor stays in frame still has a meaningful value);
     ``reliable_per_frame`` per frame t, reliable / in-frame anchors (None for a frame with
                            none in frame);
     ``reliable_start`` / ``reliable_end`` / ``in_frame_through`` / ``count``: anchor counts.
@@ -298,8 +302,8 @@ def trackability(visible: np.ndarray, reliable: np.ndarray | None) -> dict[str, 
     in_through = visible.all(axis=1)
     out: dict[str, Any] = {"count": int(a), "in_frame_through": int(in_through.sum())}
     if reliable is None:
-        out.update(reliable_through=None, reliable_through_all=None, reliable_per_frame=None,
-                   reliable_start=None, reliable_end=None)
+        out.update(reliable_through=None, reliable_through_all=None, reliable_while_visible=None,
+                   reliable_per_frame=None, reliable_start=None, reliable_end=None)
         return out
     reliable = np.asarray(reliable, dtype=bool) & visible
     n_in = int(in_through.sum())
@@ -310,6 +314,8 @@ def trackability(visible: np.ndarray, reliable: np.ndarray | None) -> dict[str, 
     out.update(
         reliable_through=round(float(reliable[in_through, -1].sum()) / n_in, 4) if n_in else None,
         reliable_through_all=round(float(reliable[:, -1].sum()) / a, 4) if a else None,
+        reliable_while_visible=(round(float((reliable == visible).all(axis=1)[visible[:, 0]].sum())
+                                      / int(visible[:, 0].sum()), 4) if visible[:, 0].any() else None),
         reliable_per_frame=per,
         reliable_start=int(reliable[:, 0].sum()),
         reliable_end=int(reliable[:, -1].sum()),

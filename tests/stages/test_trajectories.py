@@ -428,5 +428,7 @@ def test_trackability_statistics():
     assert t["reliable_through_all"] == 0.25
     assert t["reliable_per_frame"] == [0.75, 0.75, pytest.approx(1 / 3, abs=1e-4)]
     assert t["reliable_start"] == 3 and t["reliable_end"] == 1
+    assert t["reliable_while_visible"] == 0.5            # anchors 0 and 3 (followed until it left)
     old = trackability(vis, None)
     assert old["reliable_through"] is None and old["in_frame_through"] == 3
+    assert old["reliable_while_visible"] is None
