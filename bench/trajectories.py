@@ -92,7 +92,8 @@ def main(argv=None) -> int:
     ap.add_argument("--forward", default="medium", help="comma-separated DIS presets of the forward flow")
     ap.add_argument("--backward", default="balanced", help="comma-separated DIS presets of the check's backward flow")
     ap.add_argument("--substeps", default="1", help="comma-separated substep counts (1 = direct)")
-    ap.add_argument("--thresholds", default="1.0", help="comma-separated step_px[:step_rel[:roundtrip_px]] ('none' = test off)")
+    ap.add_argument("--thresholds", default="1.0:0:1.5",
+                    help="comma-separated step_px[:step_rel[:roundtrip_px]] ('none' = test off)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     if not args.videos:
@@ -151,7 +152,8 @@ def main(argv=None) -> int:
                                    flow_s=round(t_fwd, 3), backward_s=round(t_bwd, 3),
                                    frames_flowed=int(len(frames)))
                         rows.append(row)
-                        print(f"{name:22s} {fp:8s} {bp:8s} {sub:3d} {str(step_px)+':'+str(rt_px):>8s} {row['anchors']:5d} "
+                        thr = f"{step_px}:{rt_px}"
+                        print(f"{name:22s} {fp:8s} {bp:8s} {sub:3d} {thr:>8s} {row['anchors']:5d} "
                               f"{row['in_frame']:4d} {100 * share:6.1f} {row['rt_median']:7.2f} {row['rt_p90']:7.2f} "
                               f"{row['rt_all_median']:7.2f} {row['rt_all_p90']:7.2f} {t_fwd:7.2f}", flush=True)
     if args.json:

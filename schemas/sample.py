@@ -210,7 +210,8 @@ def encode_sample(sample: Mapping[str, Any]) -> dict[str, bytes]:
         if sample.get("anchor_reliable") is not None:
             reliable = np.asarray(sample["anchor_reliable"], bool)
             if reliable.shape != arrays["visible"].shape:
-                raise ValueError(f"anchor_reliable {reliable.shape} must match anchor_visible {arrays['visible'].shape}")
+                raise ValueError(f"anchor_reliable {reliable.shape} must match anchor_visible "
+                                 f"{arrays['visible'].shape}")
             arrays["reliable"] = reliable & arrays["visible"]
         members["anchors.npz"] = npz_bytes(**arrays)
     if sample.get("entity_ids") is not None:
