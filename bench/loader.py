@@ -58,6 +58,7 @@ def hd_sample(seed: int, key: str) -> dict:
         "caption": f"synthetic clip {key}", "meta": {"clip_id": key},
         "frames_jpeg": [encode_jpeg(f, 95) for f in scene.frames], "flow": flow,
         **{k: anchors[k] for k in ("anchor_tracks", "anchor_weights", "anchor_visible")},
+        "anchor_reliable": anchors["anchor_visible"],    # exact flow: every in-frame step holds
         "entity_ids": np.array([1, 2], np.int32), "entity_mask": scene.ids[0],
         "entity_radii": np.array([50.0, 40.0], np.float32), "entity_tracks": centers,
         "entity_visibility": inside & scene.visible.T,

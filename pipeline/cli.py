@@ -67,6 +67,8 @@ def run(
     min_motion: Optional[float] = typer.Option(None, help="Filter: minimum mean flow magnitude (px/frame)."),
     max_camera_motion: Optional[float] = typer.Option(None, help="Filter: maximum camera translation (px/frame)."),
     drop_cuts: Optional[bool] = typer.Option(None, "--drop-cuts/--keep-cuts", help="Filter clips spanning a scene cut."),
+    min_trackable: Optional[float] = typer.Option(None, help="Filter: minimum share of in-frame anchors reliable "
+                                                  "through the clip (0 keeps all; docs/trajectories.md)."),
     dataset_option: list[str] = typer.Option([], "--dataset-option", "-o",
                                              help="Adapter option KEY=VALUE (e.g. csv=..., captions=..., fps=...)."),
     force: bool = typer.Option(False, help="Redo shards that are already done."),
@@ -96,6 +98,7 @@ def run(
             "entities.sam_model": sam_model, "entities.cotracker_checkpoint": cotracker_checkpoint,
             "filters.min_motion": min_motion, "filters.max_camera_motion": max_camera_motion,
             "filters.drop_cuts": drop_cuts,
+            "filters.min_trackable": min_trackable,
         })
         options = dict(_parse_option(o) for o in dataset_option)
         run_kw = {} if retry_errors is None else {"retry_errors": parse_retry_errors(retry_errors)}

@@ -31,6 +31,15 @@ DragNUWA (paper Sec. 3.1 / 3.3)
   trajectory map: a sum of separable kernels placed at the <= N non-zero pixels of each
   frame, one batched matmul), ``"separable"`` (two 1D convolutions) and ``"fft"``.
 
+  Reliable spans (whatever the preset): the ``visible`` mask passed to
+  :func:`trajectory_map` is, in the trainers' loader, each anchor's *usable* frames
+  (``pipeline.loader.usable_spans``: reliable per ``anchors.npz:reliable`` and inside the
+  crop, cut at the first frame that is not). A displacement ``x[t+1] - x[t]`` is written
+  only when both t and t+1 are usable, so a drawn trajectory ends at its first unreliable
+  frame and the filter never spreads a displacement from past that frame. Only anchors
+  reliable in frames 0 and 1 are drawn, weighted by their own ``||f0||``
+  (docs/trajectories.md).
+
 DragEntity (paper Sec. 3.3)
 ---------------------------
 Per entity k: tracked center ``c_k[t]``, visibility ``v_k[t]``, radius ``r_k`` (the incircle

@@ -255,6 +255,15 @@ class FlowConfig:
 class TrajectoryConfig:
     interval: PosInt = 16              # anchor grid interval lambda
     max_trajectories: PosInt = 8       # N of the paper's draw (the loader draws n ~ U[1, N])
+    # Anchor reliability (docs/trajectories.md): forward-backward checks with the backward
+    # flow of entities.backward_flow; a step passes when its FB error <= reliable_step_px
+    # (+ reliable_step_rel * |step|) and the position chained back to frame 0 lands within
+    # reliable_roundtrip_px of the anchor (None turns a test off; reliability false stores
+    # no reliable array, and the loader then treats the anchors as unverified).
+    reliability: Bool = True
+    reliable_step_px: Optional[PosFloat] = 1.0
+    reliable_step_rel: NonNegFloat = 0.0
+    reliable_roundtrip_px: Optional[PosFloat] = 1.5
 
 
 @section
@@ -290,6 +299,11 @@ class FilterConfig:
     min_motion: Optional[NonNegFloat] = None         # min mean flow magnitude (px/frame)
     max_camera_motion: Optional[NonNegFloat] = None  # max camera translation (px/frame) of the fitted global motion
     drop_cuts: Bool = False                          # drop clips whose sampled span contains a scene cut
+    # min share of the anchors in frame through the clip that are reliable through it
+    # (meta.anchors.trackability.reliable_through); 0 or None = keep all (the default). 0.05
+    # (measured, docs/trajectories.md) drops the clips whose flow failed (real fast hand-held
+    # clips at HD: round trip of all anchors 14-150 px)
+    min_trackable: Optional[Annotated[float, Strict(), Field(ge=0, le=1)]] = None
 
 
 @section

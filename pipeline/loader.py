@@ -29,10 +29,22 @@ import webdataset as wds
 from schemas.sample import decode_sample
 from stages.trajectories import draw_trajectories
 
+UNVERIFIED_ANCHORS = ("error", "visible", "skip")
+
 # torch (and the torch-only modules pipeline.augment / pipeline.conditions) are imported where
 # used, so that read_samples works without torch installed (torch is the "torch" extra).
 
 log = logging.getLogger(__name__)
+
+
+def usable_spans(reliable: np.ndarray, inside: np.ndarray | None = None) -> np.ndarray:
+    """The frames of each anchor the trainer may use: ``(A, L)`` bool, the prefix of frames up
+    to (not including) the first frame that is unreliable or, when ``inside`` is given,
+    outside the training crop. A drawn trajectory ends there: nothing past it is written."""
+    ok = np.asarray(reliable, dtype=bool)
+    if inside is not None:
+        ok = ok & np.asarray(inside, dtype=bool)
+    return np.logical_and.accumulate(ok, axis=1) if ok.size else ok.copy()
 
 
 def expand_urls(url: str | Iterable[str]) -> list[str]:
@@ -130,6 +142,7 @@ class LoaderOptions:
     dropout: Dropout
     keep_meta: bool
     on_error: str
+    unverified_anchors: str = "error"
 
 
 class _State:
@@ -347,9 +360,20 @@ class _Builder:
                 raise ValueError("DragNUWA conditions need flow.pfz and anchors.npz")
             flow = dense_flow_condition(cf.flow(torch.from_numpy(s["flow"])))
             tracks = cf.points(s["anchor_tracks"])                               # (A, L, 2) float32
-            visible = s["anchor_visible"] & cf.inside(tracks)
+            reliable = s.get("anchor_reliable")
+            if reliable is None:                      # schema 1, or written without the checks
+                if o.unverified_anchors == "skip":
+                    return None
+                if o.unverified_anchors == "error":
+                    raise ValueError("anchors.npz has no 'reliable' array (schema 1 shards, or a run with "
+                                     "trajectories.reliability off): its anchors were never checked. Re-run "
+                                     "the pipeline, or pass make_dataset(..., unverified_anchors='visible') to "
+                                     "trust every in-frame anchor (the old behaviour) or 'skip'")
+                reliable = s["anchor_visible"]
+            visible = usable_spans(reliable, cf.inside(tracks))
             weights = self._weights(s["anchor_weights"], s["anchor_tracks"], cf)
-            candidates = np.flatnonzero(visible[:, 0])                          # visible in frame 0
+            candidates = np.flatnonzero(visible[:, 0] & visible[:, 1]) if length > 1 \
+                else np.zeros(0, np.int64)                                      # reliable in frames 0 and 1
             picked = candidates[draw_trajectories(weights[candidates], rng_draw, o.max_trajectories)] \
                 if candidates.size else np.zeros(0, np.int64)
             tmap = trajectory_map(tracks, visible, picked, out_h, out_w, o.gaussian, method=o.filter_method)
@@ -362,7 +386,8 @@ class _Builder:
                 flow.zero_()
                 tmap.zero_()
             sample.update(flow=flow, trajectory_map=tmap, trajectory_tracks=pad_tracks,
-                          trajectory_visible=pad_vis, num_trajectories=torch.tensor(n))
+                          trajectory_visible=pad_vis, num_trajectories=torch.tensor(n),
+                          num_reliable_anchors=torch.tensor(int(candidates.size)))
 
         if want_entity:
             sample.update(self._entities(s, cf, length, out_h, out_w, drops["trajectory"]))
@@ -462,6 +487,7 @@ def make_dataset(
     seed: int | None = None,
     keep_meta: bool = False,
     on_error: str = "raise",
+    unverified_anchors: str = "error",
 ):
     """Model-ready training samples from the shards at ``url``: a torch IterableDataset.
 
@@ -477,10 +503,17 @@ def make_dataset(
     conditions contains "dragnuwa"
       ``flow`` (L, 2, H, W): the dense flow, zero frame first (Adaptive Training stage 1);
       ``trajectory_map`` (L, 2, H, W): n ~ U[1, max_trajectories] anchors drawn afresh at
-      every read by the multinomial on ||f0|| (among anchors visible in frame 0 after the
-      crop), displacements at the rounded pixel of frame t, Gaussian-filtered, zero frame
-      first (stage 2); ``trajectory_tracks`` (N, L, 2) / ``trajectory_visible`` (N, L): the
-      drawn tracks, padded to N = max_trajectories; ``num_trajectories``.
+      every read by the multinomial on ||f0|| among the anchors *reliable* in frames 0 and
+      1 (``anchors.npz:reliable``, inside the crop; the weights of the others never count),
+      displacements at the rounded pixel of frame t, Gaussian-filtered, zero frame first
+      (stage 2). Each drawn trajectory ends at its first unreliable (or out-of-crop) frame:
+      no displacement is written past it (``usable_spans``; docs/trajectories.md).
+      ``trajectory_tracks`` (N, L, 2) / ``trajectory_visible`` (N, L): the drawn tracks and
+      their usable frames (that prefix), padded to N = max_trajectories;
+      ``num_trajectories``; ``num_reliable_anchors``: how many anchors the draw could
+      choose from. A clip with none gives ``num_trajectories == 0`` and an all-zero
+      ``trajectory_map`` (its dense ``flow`` is still there): check ``num_reliable_anchors``
+      (or drop such clips in the pipeline with ``--min-trackable``).
     conditions contains "dragentity"
       ``entity_gaussian`` (L, 1, H, W); ``entity_index`` (L, H, W) int64 (entity ids painted
       in their circles at the tracked centers); ``loss_mask`` (L, 1, H, W) the loss mask M;
@@ -520,6 +553,10 @@ def make_dataset(
       ``ds.set_epoch(e)`` each epoch (like DistributedSampler) to vary them across epochs.
     - ``keep_meta`` [False]: add the sample's meta dict (it does not collate into batches).
     - ``on_error`` ["raise"]: "skip" warns and drops a sample that fails to decode or build.
+    - ``unverified_anchors`` ["error"]: what to do with a sample whose anchors carry no
+      reliability (schema-1 shards, or runs with ``trajectories.reliability`` off): "error"
+      (a ValueError naming this option), "visible" (trust every in-frame anchor, the
+      behaviour before schema 2) or "skip" the sample.
     """
     from .augment import resolve_augment
     from .conditions import FILTER_METHODS, LOSS_MASK_MODES, resolve_gaussian
@@ -536,6 +573,8 @@ def make_dataset(
         raise ValueError("missing_entities must be 'error', 'skip' or 'empty'")
     if on_error not in ("raise", "skip"):
         raise ValueError("on_error must be 'raise' or 'skip'")
+    if unverified_anchors not in UNVERIFIED_ANCHORS:
+        raise ValueError(f"unverified_anchors must be one of {UNVERIFIED_ANCHORS}")
     if int(max_trajectories) < 1 or int(max_entities) < 1:
         raise ValueError("max_trajectories and max_entities must be >= 1")
     if size is not None:
@@ -554,6 +593,7 @@ def make_dataset(
         filter_method=filter_method, max_trajectories=int(max_trajectories), max_entities=int(max_entities),
         entity_sigma_ratio=float(entity_sigma_ratio), loss_mask=loss_mask, missing_entities=missing_entities,
         dropout=_resolve_dropout(dropout), keep_meta=bool(keep_meta), on_error=on_error,
+        unverified_anchors=unverified_anchors,
     )
     state = _State(seed)
     handler = wds.warn_and_continue if on_error == "skip" else wds.reraise_exception

@@ -3,11 +3,16 @@
 ``python -m pipeline preview URL --n 8 --out DIR`` writes, for each of the first n samples,
 ``DIR/KEY.png`` and ``DIR/KEY.gif``. Every frame is shown four ways:
 
-1. **anchors**: the frame with every anchor's track so far as a coloured polyline (drawn
-   only between frames where the anchor is visible) and a dot where it is now;
+1. **anchors**: the frame with every anchor's track so far: its *reliable* span
+   (``anchors.npz:reliable``, docs/trajectories.md) as a coloured polyline with a dot where
+   it is now, and the rest of the track, still in frame but no longer reliable, as a thin
+   grey line with a small grey dot (schema-1 samples, unverified, draw every visible part
+   in colour and say so);
 2. **draw**: one draw of the paper's Trajectory Sampler as the trainer would make it
-   (``stages.trajectories.draw_trajectories`` on the anchor weights, n ~ U[1, N]): the
-   drawn tracks, thick, with the part still to come faint;
+   (``stages.trajectories.draw_trajectories`` on the weights of the anchors reliable in
+   frames 0 and 1, n ~ U[1, N]): the drawn tracks' reliable span, thick, with the part
+   still to come faint, and the part past the span (which the trainer never uses) as a
+   thin grey line;
 3. **entities**: frame 0 tinted by the entity mask; on every frame each entity's circle
    (tracked center, incircle radius) and its track so far; nothing where the entity is
    invisible. Samples without entities say so;
@@ -30,6 +35,7 @@ import numpy as np
 from .colorwheel import flow_to_color, wheel_legend
 
 PANELS = ("anchors", "draw", "entities", "flow")
+UNRELIABLE_RGB = (150, 150, 150)   # anchors past their reliable span
 _SHIFT = 4                      # cv2 fixed-point bits for sub-pixel drawing
 _ONE = 1 << _SHIFT
 _HEADER_H = 46
@@ -119,13 +125,15 @@ class _TrackSet:
     """Many tracks drawn fast: fixed-point coordinates and visible runs computed once, one
     cv2.polylines call per colour."""
 
-    def __init__(self, tracks: np.ndarray, visible: np.ndarray, n_colors: int = 16):
+    def __init__(self, tracks: np.ndarray, visible: np.ndarray, n_colors: int = 16, color=None):
         ok = np.asarray(visible, bool) & np.all(np.isfinite(tracks), axis=2)
         self.fixed = _fix(np.where(ok[..., None], tracks, 0.0))
         self.ok = ok
         self.runs = [_visible_runs(ok[i], ok.shape[1] - 1) for i in range(len(tracks))]
+        if color is not None:                     # one colour for every track
+            n_colors = 1
         self.group = np.arange(len(tracks)) % n_colors
-        self.colors = _palette(n_colors)
+        self.colors = _palette(n_colors) if color is None else np.asarray([color], np.uint8)
 
     def color_of(self, i: int) -> np.ndarray:
         return self.colors[self.group[i]]
@@ -174,12 +182,28 @@ class SampleView:
         tracks = sample.get("anchor_tracks")
         self.anchor_tracks = None if tracks is None else self._to(tracks)
         self.anchor_visible = sample.get("anchor_visible")
-        self.anchor_set = None if tracks is None else _TrackSet(self.anchor_tracks, self.anchor_visible)
+        reliable = sample.get("anchor_reliable")
+        self.verified = reliable is not None
+        self.anchor_reliable = self.anchor_after = None
+        if tracks is not None:
+            vis = np.asarray(self.anchor_visible, bool)
+            rel = vis if reliable is None else np.asarray(reliable, bool) & vis
+            # the unreliable part, joined to the last reliable frame so the line is continuous
+            after = vis & ~rel
+            join = np.zeros_like(rel)
+            join[:, :-1] = rel[:, :-1] & after[:, 1:]
+            self.anchor_reliable, self.anchor_after = rel, after | join
+        self.anchor_set = None if tracks is None else _TrackSet(self.anchor_tracks, self.anchor_reliable)
+        self.unreliable_set = None if tracks is None else _TrackSet(self.anchor_tracks, self.anchor_after,
+                                                                    color=UNRELIABLE_RGB)
         self._cache: dict[tuple[str, int], np.ndarray] = {}
         n_max = max_n or int((self.meta.get("anchors") or {}).get("max_trajectories") or 8)
         weights = sample.get("anchor_weights")
-        if weights is not None and len(weights):
-            self.drawn = draw_trajectories(weights, clip_rng(seed, self.key, "preview"), n_max)
+        if weights is not None and len(weights) and self.anchor_reliable is not None \
+                and self.anchor_reliable.shape[1] > 1:
+            cand = np.flatnonzero(self.anchor_reliable[:, 0] & self.anchor_reliable[:, 1])  # as the loader
+            self.drawn = cand[draw_trajectories(np.asarray(weights)[cand], clip_rng(seed, self.key, "preview"),
+                                                n_max)] if cand.size else np.zeros(0, np.int64)
         else:
             self.drawn = np.zeros(0, np.int64)
         self.draw_colors = _palette(max(len(self.drawn), 1), offset=0.02, sat=1.0)
@@ -204,9 +228,15 @@ class SampleView:
         if self.anchor_tracks is None:
             _put_text(img, "no anchors", (6, self.H // 2))
             return img
+        self.unreliable_set.draw(img, t, thickness=1, dot=0.8)
         self.anchor_set.draw(img, t)
         visible = int(self.anchor_visible[:, t].sum())
-        _put_text(img, f"anchors {visible}/{len(self.anchor_tracks)} visible  t={t}", (4, 12))
+        if self.verified:
+            reliable = int(self.anchor_reliable[:, t].sum())
+            _put_text(img, f"anchors {reliable} reliable / {visible} visible / {len(self.anchor_tracks)}  t={t}",
+                      (4, 12))
+        else:
+            _put_text(img, f"anchors {visible}/{len(self.anchor_tracks)} visible (unverified)  t={t}", (4, 12))
         return img
 
     def draw(self, t: int) -> np.ndarray:
@@ -214,7 +244,8 @@ class SampleView:
         if self.anchor_tracks is None:
             return img
         for j, k in enumerate(self.drawn):
-            tr, vis = self.anchor_tracks[k], self.anchor_visible[k]
+            tr, vis = self.anchor_tracks[k], self.anchor_reliable[k]
+            _track(img, tr, self.anchor_after[k], self.L - 1, UNRELIABLE_RGB, 1)   # never used by the trainer
             faint = (0.35 * self.draw_colors[j] + 0.65 * 255).astype(np.uint8)
             _track(img, tr, vis, self.L - 1, faint, 1)        # the whole track, faint
             _track(img, tr, vis, t, self.draw_colors[j], 3)     # the part up to t, bold
@@ -222,7 +253,10 @@ class SampleView:
                 _dot(img, tr[t], 4, self.draw_colors[j])
                 _dot(img, tr[t], 4, (0, 0, 0), 1)
             _dot(img, tr[0], 3, (255, 255, 255), 1)
-        _put_text(img, f"sampled draw: n={len(self.drawn)}", (4, 12))
+        label = f"sampled draw: n={len(self.drawn)}"
+        if self.verified and not len(self.drawn):
+            label += " (no reliable anchor)"
+        _put_text(img, label, (4, 12))
         return img
 
     def entities(self, t: int) -> np.ndarray:
@@ -286,7 +320,11 @@ def _summary_line(meta: dict) -> str:
              f"moving {m.get('moving_fraction', 0):.0%}",
              f"camera ({tr[0]:+.2f},{tr[1]:+.2f})px/f zoom {cam.get('zoom', 1):.3f} "
              f"inliers {'n/a' if ir is None else f'{ir:.0%}'}",
-             "CUT" if (m.get("cut") or {}).get("detected") else "no cut"]
+             "CUT" if (m.get("cut") or {}).get("detected") else
+             ("flow failure" if (m.get("cut") or {}).get("flow_failure") else "no cut")]
+    track = (meta.get("anchors") or {}).get("trackability") or {}
+    if track.get("reliable_through") is not None:
+        parts.append(f"trackable {track['reliable_through']:.0%}")
     return " | ".join(parts)
 
 

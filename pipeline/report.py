@@ -6,7 +6,9 @@ returns a summary:
 
 - counts: clips, ok, error by reason, filtered by reason, shards, tars, frames, bytes;
 - per-clip distributions (n, mean, min, p10, p50, p90, max): sample bytes, anchors per clip,
-  anchor visibility, entities per clip, entity radius (pooled over entities), entity
+  anchor visibility, trackability (``anchors reliable through``: of the anchors in frame
+  through the clip, the share reliable through it, as ``--min-trackable`` compares; and the
+  share reliable at the last frame), entities per clip, entity radius (pooled over entities), entity
   visibility, and the motion statistics of ``meta["motion"]`` (see stages/motion.py);
 - time per stage from the shards' ``stage_seconds`` (summed over workers) and the
   throughput it implies (clips per worker-second).
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from schemas.sample import load_npz
+from stages.trajectories import trackability
 
 PLOT_FILES = ("status.png", "motion.png", "tracks.png", "bytes_time.png")
 
@@ -128,6 +131,8 @@ def collect(out_dir: str, max_samples: int | None = None) -> dict[str, Any]:
 
     frames_total, sizes = 0, Counter()
     anchors_n, anchor_vis, anchor_vis_last, anchor_vis_t = [], [], [], []
+    rel_through, rel_last, rel_t = [], [], []
+    unverified = no_reliable = flow_failures = 0
     ent_n, ent_radii, ent_vis, ent_vis_t = [], [], [], []
     motion_vals: dict[str, list] = {label: [] for label, _, _ in MOTION_FIELDS}
     cuts = 0
@@ -154,6 +159,15 @@ def collect(out_dir: str, max_samples: int | None = None) -> dict[str, Any]:
                     anchor_vis.append(float(vis.mean()))
                     anchor_vis_last.append(float(vis[:, -1].mean()))
                     anchor_vis_t.append(vis.mean(0))
+                if "reliable" not in a:
+                    unverified += 1                    # schema 1 or reliability off: never checked
+                elif vis.size:
+                    rel = a["reliable"] & vis
+                    track = trackability(vis, rel)
+                    rel_through.append(track["reliable_through"])
+                    rel_last.append(float(rel[:, -1].mean()))
+                    rel_t.append(rel.mean(0))
+                    no_reliable += not bool((rel[:, 0] & rel[:, 1]).any()) if rel.shape[1] > 1 else 0
             if "entities.npz" in m:
                 e = load_npz(m["entities.npz"])
                 with_entities += 1
@@ -166,6 +180,7 @@ def collect(out_dir: str, max_samples: int | None = None) -> dict[str, Any]:
             if mo:
                 with_motion += 1
                 cuts += bool(_get(mo, ("cut", "detected")))
+                flow_failures += bool(_get(mo, ("cut", "flow_failure")))
                 for label, path_, _ in MOTION_FIELDS:
                     motion_vals[label].append(_get(mo, path_))
 
@@ -197,6 +212,8 @@ def collect(out_dir: str, max_samples: int | None = None) -> dict[str, Any]:
             "samples_read": samples, "frames": frames_total, "tar_bytes": int(tar_bytes),
             "sample_bytes": int(sum(sample_bytes)), "clip_shapes": dict(sizes),
             "with_entities": with_entities, "with_motion": with_motion, "scene_cuts": cuts,
+            "flow_failures": flow_failures, "unverified_anchors": unverified,
+            "no_reliable_anchor": no_reliable,
         },
         "errors": dict(errors.most_common()),
         "filtered": dict(filtered.most_common()),
@@ -206,6 +223,8 @@ def collect(out_dir: str, max_samples: int | None = None) -> dict[str, Any]:
             "anchors per clip": distribution(anchors_n),
             "anchor visibility": distribution(anchor_vis),
             "anchors visible at end": distribution(anchor_vis_last),
+            "anchors reliable through": distribution(rel_through),
+            "anchors reliable at end": distribution(rel_last),
             "entities per clip": distribution(ent_n),
             "entity radius": distribution(ent_radii),
             "entity visibility": distribution(ent_vis),
@@ -213,7 +232,8 @@ def collect(out_dir: str, max_samples: int | None = None) -> dict[str, Any]:
         },
         "units": {"sample bytes": "B", "clip seconds": "s", "entity radius": "px",
                   **{label: unit for label, _, unit in MOTION_FIELDS}},
-        "visibility_by_frame": {"anchors": per_frame(anchor_vis_t), "entities": per_frame(ent_vis_t)},
+        "visibility_by_frame": {"anchors": per_frame(anchor_vis_t), "entities": per_frame(ent_vis_t),
+                                "anchors reliable": per_frame(rel_t)},
         "stages": stages,
         "raw": {"sample_bytes": sample_bytes, "anchors": anchors_n, "entities": ent_n, "radii": ent_radii,
                 "motion": motion_vals},
@@ -236,7 +256,7 @@ def _fmt(v: float | None, label: str) -> str:
         return _human_bytes(v)
     if label.endswith("per clip"):
         return f"{v:.1f}" if v != int(v) else f"{int(v)}"
-    if label in ("moving fraction", "camera inlier ratio") or "visib" in label:
+    if label in ("moving fraction", "camera inlier ratio") or "visib" in label or "reliable" in label:
         return f"{v:.1%}"
     return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
 
@@ -266,7 +286,11 @@ def format_report(summary: dict[str, Any]) -> str:
         ["shards / tars", f"{c['shards']} / {c['tars']}", _human_bytes(c["tar_bytes"])],
         ["frames", str(c["frames"]), ", ".join(f"{k} x{v}" for k, v in c["clip_shapes"].items()) + "  (WxHxL)"],
         ["with entities", str(c["with_entities"]), pct(c["with_entities"]) if c["ok"] else "-"],
-        ["scene cuts", str(c["scene_cuts"]), f"of {c['with_motion']} clips with motion stats"],
+        ["scene cuts", str(c["scene_cuts"]), f"of {c['with_motion']} clips with motion stats (shot changes)"],
+        ["flow failures", str(c.get("flow_failures", 0)), "flagged pairs that are the same shot"],
+        ["no reliable anchor", str(c.get("no_reliable_anchor", 0)),
+         "samples the trainer draws no trajectory from"
+         + (f"; {c['unverified_anchors']} with unverified anchors (schema 1)" if c.get("unverified_anchors") else "")],
     ]
     out = [f"{summary['prefix']}  ({summary['out_dir']})", "", _table(["count", "n", "detail"], rows, "lrl"), ""]
     drows = []
@@ -330,8 +354,8 @@ def write_plots(summary: dict[str, Any], plot_dir: str) -> list[str]:
     _hist(axes[1], raw["entities"], "entities per clip", "#aa3377")
     _hist(axes[2], raw["radii"], "entity radius [px]", "#aa3377")
     vb = summary["visibility_by_frame"]
-    for name, color in (("anchors", "#4477aa"), ("entities", "#aa3377")):
-        if vb[name]:
+    for name, color in (("anchors", "#4477aa"), ("anchors reliable", "#228833"), ("entities", "#aa3377")):
+        if vb.get(name):
             axes[3].plot(range(len(vb[name])), vb[name], marker=".", color=color, label=name)
     axes[3].set_ylim(0, 1.05)
     axes[3].set_xlabel("frame", fontsize=8)

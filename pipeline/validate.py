@@ -13,7 +13,8 @@ grouping, so a broken member is named precisely) and checked against schemas/sam
 - ``flow.pfz``: decodable, ``(L-1, 2, H, W)`` float32, finite;
 - ``anchors.npz``: loads without pickle; ``tracks`` float32 (A, L, 2), ``weights`` float32
   (A,) >= 0, ``visible`` bool (A, L); all finite; every visible point inside
-  ``[0, W-1] x [0, H-1]``; A equal to ``meta.anchors.count``;
+  ``[0, W-1] x [0, H-1]``; A equal to ``meta.anchors.count``; ``reliable`` (schema 2,
+  optional) bool (A, L), never true where ``visible`` is false;
 - ``entities.npz`` (when present, required when ``meta.entities`` is an object):
   ``ids`` int32 (K,) unique, ``mask`` uint16 (H, W) with values in ids or 0,
   ``radii`` float32 (K,) finite >= 0, ``tracks`` float32 (K, L, 2) finite,
@@ -217,7 +218,13 @@ def check_sample(key: str, members: dict[str, bytes]) -> tuple[list[tuple[str | 
             n = None if tracks is None else tracks.shape[0]
             weights = _check_array(bad, m, a, "weights", np.float32, (n,))
             visible = _check_array(bad, m, a, "visible", bool, (n, L))
-            for extra in sorted(set(a) - {"tracks", "weights", "visible"}):
+            if "reliable" in a:
+                rel = _check_array(bad, m, a, "reliable", bool, (n, L))
+                if rel is not None and visible is not None and rel.shape == visible.shape \
+                        and (rel.astype(bool) & ~visible.astype(bool)).any():
+                    bad.append((m, f"reliable: {int((rel.astype(bool) & ~visible.astype(bool)).sum())} "
+                                   "(anchor, frame) pair(s) reliable but not visible"))
+            for extra in sorted(set(a) - {"tracks", "weights", "visible", "reliable"}):
                 warn.append((m, f"unknown array {extra!r}"))
             if weights is not None:
                 if not np.isfinite(weights).all():

@@ -195,16 +195,61 @@ class ClipProcessor:
         return state
 
     def trajectories(self, state: dict) -> dict:
-        from stages.trajectories import compute_anchors
+        """Anchors, their reliability and the clip's trackability (meta["anchors"]), and the
+        ``--min-trackable`` filter. The backward flow it computes for the reliability checks
+        stays in ``state["backward_flow"]`` (with ``state["backward_flow_backend"]``, the
+        backend's describe()) so the entity stage reuses it instead of computing it again."""
+        from stages.flow import make_backward_backend
+        from stages.trajectories import compute_anchors, trackability
 
         t = self.cfg.trajectories
         rng = clip_rng(self.cfg.seed, state["clip_id"], "anchors")
-        res = compute_anchors(state["flow"], interval=t.interval, rng=rng)
+        back, back_desc = None, None
+        if getattr(t, "reliability", True):
+            stage = self.entity_stage if self.cfg.entities.enabled else None
+            if stage is not None:
+                backend = stage.backward_backend()
+            else:  # entities off: one backend per worker, made on first use
+                backend = self.__dict__.get("_anchor_backward")
+                if backend is None:
+                    backend = make_backward_backend(getattr(self.cfg.entities, "backward_flow", "auto"),
+                                                    self.flow_backend)
+                    self.__dict__["_anchor_backward"] = backend
+            back_desc = backend.describe()
+            if state.get("backward_flow") is not None and state.get("backward_flow_backend") == back_desc:
+                back = state["backward_flow"]
+            else:
+                back = backend.backward(state["frames"])
+            state["backward_flow"], state["backward_flow_backend"] = back, back_desc
+        step_px = getattr(t, "reliable_step_px", 1.0)
+        step_rel = float(getattr(t, "reliable_step_rel", 0.0) or 0.0)
+        rt_px = getattr(t, "reliable_roundtrip_px", 1.5)
+        res = compute_anchors(state["flow"], interval=t.interval, rng=rng, backward_flow=back,
+                              step_px=step_px, step_rel=step_rel, roundtrip_px=rt_px)
         state.update(anchor_tracks=res["anchor_tracks"], anchor_weights=res["anchor_weights"],
-                     anchor_visible=res["anchor_visible"])
-        state["meta"]["anchors"] = {"interval": int(t.interval), "delta": [int(v) for v in res["delta"]],
-                                    "count": int(len(res["anchor_weights"])),
-                                    "max_trajectories": int(t.max_trajectories)}
+                     anchor_visible=res["anchor_visible"], anchor_reliable=res["anchor_reliable"])
+        track = trackability(res["anchor_visible"], res["anchor_reliable"])
+        state["meta"]["anchors"] = {
+            "interval": int(t.interval), "delta": [int(v) for v in res["delta"]],
+            "count": int(len(res["anchor_weights"])), "max_trajectories": int(t.max_trajectories),
+            "reliability": None if back is None else {
+                "rule": "forward-backward: step FB error <= step_px + step_rel * |step| and the position "
+                        "chained back to frame 0 within roundtrip_px of the anchor; a prefix of each track "
+                        "(docs/trajectories.md)",
+                "step_px": None if step_px is None else float(step_px), "step_rel": step_rel,
+                "roundtrip_px": None if rt_px is None else float(rt_px),
+                "backward_flow": back_desc,
+            },
+            "trackability": track,
+        }
+        lo = getattr(self.cfg.filters, "min_trackable", None)
+        if lo and back is not None:
+            share, what = track["reliable_through"], "in-frame anchors reliable through the clip"
+            if share is None:        # no anchor stays in frame (a fast pan): followed until they leave
+                share, what = track["reliable_while_visible"], "anchors reliable until they leave the frame"
+            if share is None or share < float(lo):
+                shown = "no anchor" if share is None else f"{share:.3f}"
+                raise ClipFiltered("low_trackability", f"share of {what}: {shown} < --min-trackable {lo}")
         return state
 
     def entities(self, state: dict) -> dict:

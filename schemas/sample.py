@@ -15,7 +15,9 @@ member              content
                     :func:`encode_flow`: quantised to ``step`` px, lossless after that;
                     max error = step / 2). Read it with :func:`decode_flow`.
 ``anchors.npz``     ``tracks`` float32 (A, L, 2) xy, ``weights`` float32 (A,) = |f0| at the
-                    anchor, ``visible`` bool (A, L)
+                    anchor, ``visible`` bool (A, L) (inside the frame), ``reliable`` bool
+                    (A, L) (schema 2: verified by the forward-backward checks, a prefix of
+                    each track, implies ``visible``; docs/trajectories.md)
 ``entities.npz``    (when entities are extracted) ``ids`` int32 (K,), ``mask`` uint16 (H, W)
                     id map of frame 0 (0 = no entity), ``radii`` float32 (K,),
                     ``tracks`` float32 (K, L, 2), ``visibility`` bool (K, L)
@@ -26,6 +28,13 @@ maps back to the source video by ``src = (p + crop_offset + 0.5) / resize_scale 
 (``crop_offset`` and ``resize_scale`` are in the meta).
 
 All arrays are stored with ``numpy.save`` semantics and read with ``allow_pickle=False``.
+
+Schema versions: 1 = no ``anchors.npz:reliable``; 2 = ``reliable`` added (and
+``meta.anchors.reliability`` / ``meta.anchors.trackability``). Both are read. A sample
+without ``reliable`` (every version-1 shard) decodes with ``anchor_reliable`` None: its
+anchors were never checked, and readers must decide what to do (the trainers' loader
+refuses them unless told, see ``make_dataset(unverified_anchors=...)``); nothing here
+pretends that visible means reliable.
 """
 from __future__ import annotations
 
@@ -36,8 +45,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-SCHEMA_VERSION = 1
-KNOWN_SCHEMA_VERSIONS = (1,)
+SCHEMA_VERSION = 2
+KNOWN_SCHEMA_VERSIONS = (1, 2)
 
 DEFAULT_FLOW_STEP = 1.0 / 16.0
 FRAME_EXT = "jpg"
@@ -178,8 +187,9 @@ def encode_sample(sample: Mapping[str, Any]) -> dict[str, bytes]:
     Members whose data is absent (a partial state, as kept by ``--stage``) are left out.
 
     ``sample`` holds: ``caption`` (str), ``meta`` (dict), ``frames_jpeg`` (list of bytes),
-    ``flow`` (float32 array), ``anchor_tracks``/``anchor_weights``/``anchor_visible`` and,
-    optionally, ``entity_*`` arrays.
+    ``flow`` (float32 array), ``anchor_tracks``/``anchor_weights``/``anchor_visible``,
+    ``anchor_reliable`` (None or absent: no ``reliable`` array is written, and the sample
+    reads back as unverified) and, optionally, ``entity_*`` arrays.
     """
     meta = dict(sample["meta"])
     meta["schema_version"] = SCHEMA_VERSION
@@ -192,11 +202,18 @@ def encode_sample(sample: Mapping[str, Any]) -> dict[str, bytes]:
         step = float(meta.get("flow", {}).get("step", DEFAULT_FLOW_STEP))
         members[FLOW_MEMBER] = encode_flow(sample["flow"], step)
     if sample.get("anchor_tracks") is not None:
-        members["anchors.npz"] = npz_bytes(
+        arrays = dict(
             tracks=np.asarray(sample["anchor_tracks"], np.float32),
             weights=np.asarray(sample["anchor_weights"], np.float32),
             visible=np.asarray(sample["anchor_visible"], bool),
         )
+        if sample.get("anchor_reliable") is not None:
+            reliable = np.asarray(sample["anchor_reliable"], bool)
+            if reliable.shape != arrays["visible"].shape:
+                raise ValueError(f"anchor_reliable {reliable.shape} must match anchor_visible "
+                                 f"{arrays['visible'].shape}")
+            arrays["reliable"] = reliable & arrays["visible"]
+        members["anchors.npz"] = npz_bytes(**arrays)
     if sample.get("entity_ids") is not None:
         members["entities.npz"] = npz_bytes(
             ids=np.asarray(sample["entity_ids"], np.int32),
@@ -216,6 +233,7 @@ def decode_sample(members: Mapping[str, bytes], key: str | None = None) -> dict[
     """Decode tar members of one sample into arrays (inverse of :func:`encode_sample`).
 
     Also returns ``frames_jpeg`` (the stored JPEG bytes) so a sample can be re-encoded as is.
+    ``anchor_reliable`` is None when the sample has no ``reliable`` array (schema 1).
     """
     meta = json.loads(members["json"])
     version = meta.get("schema_version")
@@ -234,6 +252,7 @@ def decode_sample(members: Mapping[str, bytes], key: str | None = None) -> dict[
     if "anchors.npz" in members:
         a = load_npz(members["anchors.npz"])
         out["anchor_tracks"], out["anchor_weights"], out["anchor_visible"] = a["tracks"], a["weights"], a["visible"]
+        out["anchor_reliable"] = a["reliable"] & a["visible"] if "reliable" in a else None
     if "entities.npz" in members:
         e = load_npz(members["entities.npz"])
         out.update(

@@ -127,24 +127,20 @@ class EntityStage:
         cost; coarser presets (fast, ultrafast) make the check reject good steps
         (docs/performance.md)."""
         if self._backward is None:
-            from .flow import DIS_PRESETS, make_flow_backend
+            from .flow import make_backward_backend
 
-            choice = str(getattr(self.cfg, "backward_flow", "auto") or "auto").lower()
             main = self.processor.flow_backend if self.processor is not None else None
-            if choice == "same" or (choice == "auto" and main is not None and main.name not in ("dis", "farneback")):
-                if main is None:
-                    raise ValueError("backward_flow 'same' needs the clip processor's flow backend")
-                self._backward = main
-            elif choice == "auto":
-                self._backward = make_flow_backend("dis", preset="balanced")
-            elif choice in DIS_PRESETS:
-                self._backward = make_flow_backend("dis", preset=choice)
-            else:
-                raise ValueError(f"unknown backward_flow {choice!r}; choose auto, same or a DIS preset "
-                                 f"({', '.join(DIS_PRESETS)})")
+            self._backward = make_backward_backend(getattr(self.cfg, "backward_flow", "auto"), main)
         return self._backward
 
-    def backward_flow(self, frames: np.ndarray) -> np.ndarray:
+    def backward_flow(self, frames: np.ndarray, state: dict | None = None) -> np.ndarray:
+        """The clip's backward flow: the one already in ``state["backward_flow"]`` (the
+        trajectories step computes it for the anchors' reliability) when it came from the same
+        backend (``state["backward_flow_backend"]`` equal to this backend's ``describe()``),
+        else computed here."""
+        if state is not None and state.get("backward_flow") is not None \
+                and state.get("backward_flow_backend") == self.backward_backend().describe():
+            return state["backward_flow"]
         return self.backward_backend().backward(frames)
 
     # ---- the stage: masks of frame 0, then incircles and tracks (two halves, so that a GPU
@@ -162,7 +158,7 @@ class EntityStage:
         name, reason, source = self._choose(row)
         back = None
         if getattr(source, "needs_backward_flow", False):
-            back = self.backward_flow(frames)
+            back = self.backward_flow(frames, state)
         em = source.masks(frames, state.get("flow"), state["meta"], row or {}, backward_flow=back)
         state["_entity_masks"] = (name, reason, em, back)
         return state
@@ -236,7 +232,7 @@ class EntityStage:
         length = frames.shape[0]
         if kept.size:
             if back is None and tracker.needs_backward_flow:
-                back = self.backward_flow(frames)
+                back = self.backward_flow(frames, state)
             tracks, vis = tracker.track(frames, centers, flow=flow, backward_flow=back,
                                         entity_mask=mask, entity_ids=out_ids, radii=radii)
         else:
@@ -274,6 +270,9 @@ class EntityStage:
             "areas": [int(areas[i]) for i in idx],
             "centers": "incircle: argmax of the exact EDT (plateau tie rule, sub-pixel), radius = its maximum",
             "visible_at_end": int(np.asarray(vis)[:, -1].sum()) if kept.size else 0,
+            # trackability of the entities: share of (entity, frame) pairs visible, and per frame
+            "visible_fraction": round(float(np.asarray(vis).mean()), 4) if kept.size else None,
+            "visible_per_frame": [round(float(v), 4) for v in np.asarray(vis).mean(0)] if kept.size else None,
         }
         return state
 

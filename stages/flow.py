@@ -31,6 +31,7 @@ __all__ = [
     "register_flow_backend",
     "make_flow_backend",
     "make_flow_backend_from",
+    "make_backward_backend",
     "warp",
     "endpoint_error",
 ]
@@ -303,6 +304,22 @@ def make_flow_backend_from(settings: Any, **overrides: Any) -> FlowBackend:
     opts.update(overrides)
     return make_flow_backend(settings.backend, preset=settings.preset,
                              **{k: v for k, v in opts.items() if v is not None})
+def make_backward_backend(choice: str, main: FlowBackend | None = None) -> FlowBackend:
+    """The backend of the backward flow that feeds the forward-backward checks (it is not
+    stored): ``choice`` is ``entities.backward_flow``. ``"auto"``: DIS balanced when the
+    main flow backend ``main`` is a CPU one (dis, farneback) or unknown, else ``main``;
+    ``"same"``: ``main``; or a DIS preset name. One rule for the entity checks and the
+    anchors' reliability, so one backward flow serves both."""
+    key = str(choice or "auto").lower()
+    if key == "same" or (key == "auto" and main is not None and main.name not in ("dis", "farneback")):
+        if main is None:
+            raise ValueError("backward_flow 'same' needs the clip processor's flow backend")
+        return main
+    if key == "auto":
+        return make_flow_backend("dis", preset="balanced")
+    if key in DIS_PRESETS:
+        return make_flow_backend("dis", preset=key)
+    raise ValueError(f"unknown backward_flow {choice!r}; choose auto, same or a DIS preset ({', '.join(DIS_PRESETS)})")
 
 
 # ---- helpers ---------------------------------------------------------------------------------

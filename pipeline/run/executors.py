@@ -82,6 +82,7 @@ class GroupOperator:
         cfg = config_from_dict(cfg_dict)
         check = (lambda: check_run(layout.out_dir, run_id)) if run_id else None
         self.group = group
+        self.entities_on = bool(cfg.entities.enabled) and str(cfg.entities.masks) != "none"
         self.runner = GroupRunner(group, cfg, layout, manifest, commit_check=check)
 
     def __del__(self):
@@ -99,7 +100,7 @@ class GroupOperator:
             rows = [result_of(w) for w in works]
             return {k: np.array([r[k] for r in rows]) for k in RESULT_KEYS}
         out = np.empty(len(works), dtype=object)
-        out[:] = [w.to_wire() for w in works]
+        out[:] = [w.to_wire(keep_backward=self.entities_on and "entities" not in w.stages_done) for w in works]
         return {"work": out}
 
 

@@ -31,7 +31,8 @@ STEP_STAGE = {"decode": "decode", "flow": "flow", "motion": "motion", "trajector
 GPU_FLOW_BACKENDS = ("raft", "unimatch")
 GROUP_KEYS = ("num_cpus", "num_gpus", "batch_size", "min_actors", "max_actors")
 GROUP_NAMES = ("cpu", "flow", "masks", "tracks", "captions")
-MODEL_GROUP = {"flow": "flow", "entity_masks": "masks", "entity_tracks": "tracks"}
+MODEL_GROUP = {"flow": "flow", "motion": "flow", "trajectories": "flow", "entity_masks": "masks",
+               "entity_tracks": "tracks"}
 DEFAULT_BATCH = {"flow": 4, "masks": 8, "tracks": 4, "cpu": 1}
 
 
@@ -74,19 +75,29 @@ def _entities_on(cfg) -> bool:
     return bool(e.enabled) and str(e.masks).lower() != "none"
 
 
+def _gpu_backward(cfg) -> bool:
+    """The backward flow (anchor reliability, entity checks) comes from the GPU flow model."""
+    back = str(cfg.entities.backward_flow or "auto").lower()
+    return str(cfg.flow.backend).lower() in GPU_FLOW_BACKENDS and back in ("auto", "same")
+
+
 def step_needs_gpu(cfg, step: str) -> bool:
     gpu_flow = str(cfg.flow.backend).lower() in GPU_FLOW_BACKENDS
     if step == "flow":
         return gpu_flow
+    reliability = bool(getattr(cfg.trajectories, "reliability", True))
+    if step in ("motion", "trajectories"):
+        # the anchors' reliability needs the backward flow of the flow model: the flow
+        # operator computes it (motion, a few ms of CPU, rides along so the order stays)
+        return reliability and _gpu_backward(cfg)
     if not _entities_on(cfg):
         return False
     e = cfg.entities
     if step == "entity_masks":
         masks = str(e.masks).lower()
         return masks == "sam" or (masks == "auto" and bool(e.sam_checkpoint))
-    if step == "entity_tracks":
-        back = str(e.backward_flow or "auto").lower()
-        return str(e.tracker).lower() == "cotracker" or (gpu_flow and back in ("auto", "same"))
+    if step == "entity_tracks":  # the backward flow is in the clip state already when reliability is on
+        return str(e.tracker).lower() == "cotracker" or (not reliability and _gpu_backward(cfg))
     return False
 
 

@@ -81,10 +81,13 @@ class ClipWork:
             self.timings[k] = round(self.timings.get(k, 0.0) + float(v), 4)
 
     # ---- crossing a process boundary
-    def to_wire(self) -> bytes:
+    def to_wire(self, keep_backward: bool = True) -> bytes:
+        """``keep_backward``: carry ``state["backward_flow"]`` (float32, 22 MB at HD) to the next
+        operator; the runner drops it once no later step needs it."""
         st = self.state
         if st is not None:
-            st = {k: v for k, v in st.items() if k not in _WIRE_DROPPED}
+            drop = _WIRE_DROPPED + (() if keep_backward else ("backward_flow", "backward_flow_backend"))
+            st = {k: v for k, v in st.items() if k not in drop}
             if self.state.get("flow") is not None:
                 from schemas.sample import encode_flow
 

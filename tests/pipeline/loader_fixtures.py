@@ -35,7 +35,9 @@ def make_scene(seed: int, width: int = 160, height: int = 96, frames: int = 6):
 
 def scene_sample(scene, key: str, caption: str = "", entities: bool = True, quality: int = 95) -> dict:
     """A processed sample (encode_sample's input) of a rendered scene, with the exact flow,
-    the anchors tracked on it, and the shapes as entities (ids 1..K, incircle radii)."""
+    the anchors tracked on it, and the shapes as entities (ids 1..K, incircle radii).
+    The anchors are marked reliable wherever visible (the flow is exact); tests of the
+    reliability rules set ``anchor_reliable`` themselves."""
     flow = dequantize_flow(scene.flow)
     anchors = compute_anchors(flow, interval=16, delta=(0, 0))
     L, H, W = scene.num_frames, scene.height, scene.width
@@ -45,6 +47,7 @@ def scene_sample(scene, key: str, caption: str = "", entities: bool = True, qual
         "frames_jpeg": [encode_jpeg(f, quality) for f in scene.frames],
         "flow": flow,
         **{k: anchors[k] for k in ("anchor_tracks", "anchor_weights", "anchor_visible")},
+        "anchor_reliable": anchors["anchor_visible"].copy(),
     }
     if entities:
         k = scene.num_shapes

@@ -118,6 +118,22 @@ def test_invisible_tracks_contribute_nothing():
     assert torch.count_nonzero(trajectory_map(tracks, np.zeros_like(vis), [0], 40, 40, "paper")) == 0
 
 
+@pytest.mark.parametrize("method", ["sparse", "separable", "fft"])
+@pytest.mark.parametrize("preset", sorted(GAUSSIAN_PRESETS))
+def test_a_trajectory_ends_at_its_first_unreliable_frame(method, preset):
+    """With the loader's usable spans as the mask, no displacement past the first unreliable
+    frame reaches the map, whatever the preset and method (the filter works per frame)."""
+    from pipeline.loader import usable_spans
+
+    tracks, _ = one_track(30, 30, 3, -2, length=6)
+    reliable = np.array([[1, 1, 1, 0, 1, 1]], bool)     # a later frame passing again does not count
+    usable = usable_spans(reliable)
+    m = trajectory_map(tracks, usable, [0], 64, 64, preset, method=method)
+    assert torch.count_nonzero(m[1]) > 0 and torch.count_nonzero(m[2]) > 0
+    for t in (3, 4, 5):                                  # steps 2->3, 3->4, 4->5 leave the reliable span
+        assert float(m[t].abs().max()) == 0.0
+
+
 def test_dense_flow_condition():
     f = torch.randn(3, 2, 5, 6)
     c = dense_flow_condition(f)

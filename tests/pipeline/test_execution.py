@@ -34,12 +34,19 @@ def test_gpu_stages_get_their_own_operators():
     cfg = Config().replace(**{"flow.backend": "raft", "entities.masks": "sam", "entities.sam_checkpoint": "x.pth",
                               "ray.groups": {"masks": {"batch_size": 16, "num_gpus": 0.25}}})
     groups = plan_groups(cfg, "shards", cluster_cpus=16, cluster_gpus=2)
+    # the flow operator also makes the backward flow of the anchors' reliability (motion rides along)
     assert [(g.name, g.steps, g.gpu) for g in groups] == [
-        ("cpu", ("decode",), False), ("flow", ("flow",), True), ("cpu2", ("motion", "trajectories"), False),
-        ("masks", ("entity_masks",), True), ("tracks", ("entity_tracks",), True), ("cpu3", (), False)]
-    flow, masks = groups[1], groups[3]
-    assert flow.num_gpus == pytest.approx(1 / 3) and flow.max_actors == 6 and flow.batch_size == 4
+        ("cpu", ("decode",), False), ("flow", ("flow", "motion", "trajectories"), True),
+        ("masks", ("entity_masks",), True), ("cpu2", ("entity_tracks",), False)]
+    flow, masks = groups[1], groups[2]
+    assert flow.num_gpus == 0.5 and flow.max_actors == 4 and flow.batch_size == 4
     assert masks.num_gpus == 0.25 and masks.max_actors == 8 and masks.batch_size == 16
+    # without reliability the flow operator is the flow alone, and the entity checks' backward
+    # flow from the flow model is a GPU step of its own
+    plain = plan_groups(cfg.replace(**{"trajectories.reliability": False}), "shards", 16, 2)
+    assert [(g.name, g.steps) for g in plain] == [
+        ("cpu", ("decode",)), ("flow", ("flow",)), ("cpu2", ("motion", "trajectories")),
+        ("masks", ("entity_masks",)), ("tracks", ("entity_tracks",)), ("cpu3", ())]
     assert groups[0].first and groups[-1].last and not any(g.fused for g in groups)
     # --stage flow: only the steps up to flow, then a CPU group that writes the parts
     assert [g.steps for g in plan_groups(cfg, "flow", 16, 2)] == [("decode",), ("flow",), ()]
@@ -94,8 +101,8 @@ def test_gpu_operators_batch_clips_and_match_the_fused_path(tmp_path, model_file
     finally:
         ray.shutdown()
     assert res.ok == 6, res.reasons
-    assert [g["name"] for g in res.groups] == ["cpu", "flow", "cpu2", "masks", "tracks", "cpu3"]
-    assert [g["num_gpus"] for g in res.groups if g["name"] in ("flow", "masks", "tracks")] == [pytest.approx(1 / 3)] * 3
+    assert [g["name"] for g in res.groups] == ["cpu", "flow", "masks", "cpu2"]
+    assert [g["num_gpus"] for g in res.groups if g["name"] in ("flow", "masks")] == [0.5, 0.5]
     batches = {}
     for st in res.stats:
         for op, b in st["batches"].items():

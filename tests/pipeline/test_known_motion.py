@@ -33,6 +33,11 @@ def test_translation_flow_and_anchor_tracks(tmp_path):
     # p95 0.42 px, max 0.89 px (small per-step DIS bias accumulates); one step: max < 0.5 px.
     assert d.mean() < 0.5 and np.percentile(d, 95) < 0.5 and vis[inside].all(), (d.mean(), d.max())
     assert d[:, 1].max() < 0.5
+    # reliability (issue 14): a textured pan of known motion keeps its in-frame anchors reliable
+    rel = s["anchor_reliable"]
+    assert rel is not None and not (rel & ~vis).any()
+    assert rel[inside].all(axis=1).mean() >= 0.95, rel[inside].all(axis=1).mean()
+    assert s["meta"]["anchors"]["trackability"]["reliable_through"] >= 0.95
     # anchors: the grid with one perturbation, weights = |f0| at the anchor (~|V| everywhere here)
     assert s["meta"]["anchors"]["interval"] == 16
     np.testing.assert_allclose(np.median(s["anchor_weights"]), np.hypot(*V), atol=0.2)

@@ -374,3 +374,107 @@ def test_max_entities_keeps_the_largest(small_shards):
         assert set(torch.unique(s["entity_mask"]).tolist()) <= {0, 1}
         assert set(torch.unique(s["entity_index"]).tolist()) <= {0, 1}
         assert "flow" not in s and "trajectory_map" not in s
+
+
+# ---- reliable spans (issue 14) ------------------------------------------------------------------
+
+from pipeline.loader import usable_spans  # noqa: E402
+from schemas.sample import load_npz, npz_bytes  # noqa: E402
+from stages.trajectories import rasterize_displacements  # noqa: E402
+
+
+def _write(d, name, samples):
+    w = TarShardWriter(str(d), name, 0)
+    for key, s in samples:
+        w.write(key, encode_sample(s))
+    w.close()
+    return str(d / f"{name}-000000.tar")
+
+
+@pytest.fixture(scope="module")
+def spans_shard(tmp_path_factory):
+    """The motion scene, with reliability ending at known frames: a third of the anchors never
+    reliable (and given the largest weights), the others reliable up to a random frame."""
+    d = tmp_path_factory.mktemp("spans")
+    scene = render_scene(192, 112, 6, [disc((70, 50), 20, velocity=(4.0, 2.0))],
+                         background_velocity=(3.0, -1.5), seed=5)
+    s = fx.scene_sample(scene, "a")
+    vis = s["anchor_visible"]
+    a, length = vis.shape
+    rng = np.random.default_rng(3)
+    end = rng.integers(-1, length, a)            # last reliable frame; -1 = never
+    end[::3] = -1
+    rel = (np.arange(length)[None, :] <= end[:, None]) & vis
+    rel[:, 0] = rel[:, 1]
+    s["anchor_reliable"] = rel
+    w = s["anchor_weights"].copy()
+    w[::3] = 1000.0 * (1.0 + w[::3])            # unreliable anchors would dominate the multinomial
+    s["anchor_weights"] = w
+    return _write(d, "spans", [("a", s)]), s
+
+
+def test_the_draw_never_uses_an_unreliable_span(spans_shard):
+    url, s = spans_shard
+    rel, vis, tracks = s["anchor_reliable"], s["anchor_visible"], s["anchor_tracks"]
+    h, w = 112, 192
+    usable = usable_spans(rel)
+    np.testing.assert_array_equal(usable, rel)   # a stored reliable mask is a prefix already
+    by_start = {tuple(np.round(tracks[i, 0], 3)): i for i in range(len(tracks))}
+    ds = make_dataset(url, augment=False, gaussian=None, shuffle=0, seed=1)
+    drawn = set()
+    seen_cut = False
+    for epoch in range(40):
+        ds.set_epoch(epoch)
+        (x,) = list(ds)
+        n = int(x["num_trajectories"])
+        assert int(x["num_reliable_anchors"]) == int((rel[:, 0] & rel[:, 1]).sum())
+        idx = [by_start[tuple(np.round(x["trajectory_tracks"][k, 0].numpy(), 3))] for k in range(n)]
+        drawn.update(idx)
+        for k, i in enumerate(idx):
+            assert rel[i, 0] and rel[i, 1], "only anchors reliable at frame 0 are drawn"
+            np.testing.assert_array_equal(x["trajectory_visible"][k].numpy(), rel[i])
+        # the map holds the drawn tracks' displacements up to their last reliable frame, and nothing else
+        expect = rasterize_displacements(tracks, rel, np.asarray(idx, np.int64), h, w)
+        torch.testing.assert_close(x["trajectory_map"], torch.from_numpy(expect))
+        past = rasterize_displacements(tracks, vis, np.asarray(idx, np.int64), h, w)
+        if not np.array_equal(past, expect):
+            seen_cut = True
+    assert drawn and not (drawn & set(range(0, len(tracks), 3)))
+    # some drawn tracks went on (visible, moving) past their reliable span: the map left that out
+    assert seen_cut and any(not rel[i, -1] and vis[i, -1] for i in drawn)
+
+
+def test_usable_spans_cut_at_the_first_unreliable_or_out_of_crop_frame():
+    rel = np.array([[1, 1, 1, 1], [1, 1, 0, 1], [0, 0, 0, 0]], bool)
+    inside = np.array([[1, 1, 0, 1], [1, 1, 1, 1], [1, 1, 1, 1]], bool)
+    np.testing.assert_array_equal(usable_spans(rel, inside), [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]])
+
+
+def test_a_clip_without_reliable_anchors_gives_no_trajectory(tmp_path):
+    scene = render_scene(96, 64, 4, [disc((40, 30), 10, velocity=(2.0, 1.0))], seed=2)
+    s = fx.scene_sample(scene, "z")
+    s["anchor_reliable"] = np.zeros_like(s["anchor_visible"])
+    url = _write(tmp_path, "none", [("z", s)])
+    (x,) = list(make_dataset(url, augment=False, shuffle=0))
+    assert int(x["num_trajectories"]) == 0 and int(x["num_reliable_anchors"]) == 0
+    assert torch.count_nonzero(x["trajectory_map"]) == 0 and not x["trajectory_visible"].any()
+    assert torch.count_nonzero(x["flow"]) > 0            # the dense flow (stage 1) is still there
+
+
+def test_schema_1_shards_are_not_silently_trusted(tmp_path):
+    scene = render_scene(96, 64, 4, [disc((40, 30), 10, velocity=(2.0, 1.0))], seed=2)
+    members = encode_sample(fx.scene_sample(scene, "old"))
+    a = load_npz(members["anchors.npz"])
+    members["anchors.npz"] = npz_bytes(tracks=a["tracks"], weights=a["weights"], visible=a["visible"])
+    members["json"] = members["json"].replace(b'"schema_version": 2', b'"schema_version": 1')
+    w = TarShardWriter(str(tmp_path), "old", 0)
+    w.write("old", members)
+    w.close()
+    url = str(tmp_path / "old-000000.tar")
+    with pytest.raises(ValueError, match="unverified_anchors"):
+        list(make_dataset(url, augment=False, shuffle=0))
+    assert list(make_dataset(url, augment=False, shuffle=0, unverified_anchors="skip")) == []
+    (x,) = list(make_dataset(url, augment=False, shuffle=0, unverified_anchors="visible"))
+    assert int(x["num_trajectories"]) >= 1
+    with pytest.raises(ValueError):
+        make_dataset(url, unverified_anchors="trust")

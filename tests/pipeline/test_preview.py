@@ -181,3 +181,31 @@ def test_preview_cli_missing_url(tmp_path):
 
     res = CliRunner().invoke(app, ["preview", str(tmp_path / "nothing-*.tar"), "--out", str(tmp_path / "p")])
     assert res.exit_code == 2
+
+
+def test_reliable_and_unreliable_segments_are_drawn_differently():
+    """One anchor moving right: reliable for frames 0..2, then still visible but unreliable.
+    Its reliable segment is drawn in colour, the rest in grey; the draw only picks anchors
+    reliable at frames 0 and 1."""
+    from pipeline.preview import UNRELIABLE_RGB
+
+    frames = np.zeros((L, H, W, 3), np.uint8)
+    tracks = np.stack([np.stack([20.0 + 15 * np.arange(L), np.full(L, 40.0)], 1),
+                       np.stack([20.0 + 15 * np.arange(L), np.full(L, 70.0)], 1)]).astype(np.float32)
+    vis = np.ones((2, L), bool)
+    rel = vis.copy()
+    rel[0, 3:] = False
+    rel[1] = False                                          # never reliable: never drawn
+    s = {"key": "k", "caption": "", "frames": frames, "flow": None, "anchor_tracks": tracks,
+         "anchor_weights": np.array([1.0, 100.0], np.float32), "anchor_visible": vis, "anchor_reliable": rel,
+         "meta": {"clip_id": "k", "anchors": {"max_trajectories": 4}}}
+    view = SampleView(s, scale=1.0)
+    img = view.panel("anchors", L - 1).astype(int)
+    early = img[40, 27:43]                                  # between frames 0 and 1: reliable
+    late = img[40, 20 + 15 * 3 + 3:20 + 15 * 4 - 3]         # between frames 3 and 4: unreliable
+    assert np.ptp(early.max(0)) > 60                        # a saturated colour
+    grey = late[late.sum(1) > 0]
+    assert len(grey) and np.all(np.ptp(grey, axis=1) <= 2) and grey.max() <= max(UNRELIABLE_RGB)
+    assert list(view.drawn) == [0]
+    old = SampleView({**s, "anchor_reliable": None}, scale=1.0)   # schema 1: unverified, drawn as before
+    assert not old.verified and old.anchor_reliable.all()      # every visible part in colour

@@ -113,12 +113,16 @@ def test_stats_of_the_sample_run(sample_run, tmp_path):
     assert d["anchors per clip"]["n"] == r.ok and d["anchors per clip"]["min"] == 240   # 320x192 / 16
     assert d["flow |f| mean"]["n"] == r.ok and d["flow |f| mean"]["max"] > 0
     assert 0 < d["anchor visibility"]["mean"] <= 1
+    # trackability (issue 14): every sample of a schema-2 run has checked anchors
+    assert d["anchors reliable through"]["n"] == r.ok and 0 < d["anchors reliable through"]["mean"] <= 1
+    assert c["unverified_anchors"] == 0 and c["no_reliable_anchor"] <= r.ok
+    assert len(s["visibility_by_frame"]["anchors reliable"]) == 8
     if c["with_entities"]:
         assert d["entity radius"]["min"] > 0
     assert set(s["stages"]) >= {"decode", "flow", "motion", "trajectories"}
     text = format_report(s)
     for needle in ("clips", "ok", "filtered", "anchors per clip", "entity radius", "camera inlier ratio",
-                   "scene cuts", "stage"):
+                   "scene cuts", "stage", "anchors reliable through", "flow failures", "no reliable anchor"):
         assert needle in text
     paths = write_plots(s, str(tmp_path / "plots"))
     assert [os.path.basename(p) for p in paths] == list(PLOT_FILES)

