@@ -49,6 +49,8 @@ def run(
     min_motion: Optional[float] = typer.Option(None, help="Filter: minimum mean flow magnitude (px/frame)."),
     max_camera_motion: Optional[float] = typer.Option(None, help="Filter: maximum camera translation (px/frame)."),
     drop_cuts: Optional[bool] = typer.Option(None, "--drop-cuts/--keep-cuts", help="Filter clips spanning a scene cut."),
+    captions: Optional[str] = typer.Option(None, help="Captions: auto (dataset, else BLIP-2 if a model), dataset, blip2, none."),
+    caption_model: Optional[str] = typer.Option(None, help="Local Hugging Face BLIP-2 folder (never downloaded)."),
     dataset_option: list[str] = typer.Option([], "--dataset-option", "-o",
                                              help="Adapter option KEY=VALUE (e.g. csv=..., captions=..., fps=...)."),
     force: bool = typer.Option(False, help="Redo shards that are already done."),
@@ -68,7 +70,7 @@ def run(
             "entities.tracker": tracker, "entities.sam_checkpoint": sam_checkpoint,
             "entities.sam_model": sam_model, "entities.cotracker_checkpoint": cotracker_checkpoint,
             "filters.min_motion": min_motion, "filters.max_camera_motion": max_camera_motion,
-            "filters.drop_cuts": drop_cuts,
+            "filters.drop_cuts": drop_cuts, "captions.source": captions, "captions.model": caption_model,
         })
         options = dict(_parse_option(o) for o in dataset_option)
         cfg.get_profile()

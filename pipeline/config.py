@@ -99,6 +99,20 @@ class EntityConfig:
 
 
 @dataclass
+class CaptionConfig:
+    """Where each sample's text comes from (stages/captions.py, docs/captions.md)."""
+
+    source: str = "auto"                    # auto | dataset | blip2 | none
+    model: str | None = None                # local Hugging Face BLIP-2 folder (never downloaded)
+    device: str = "auto"                    # auto | cpu | cuda | cuda:N
+    batch_size: int = 8                     # images per model call (clips x frames)
+    prompt: str | None = None               # text prefix, e.g. "a photo of"; None = unconditional
+    max_new_tokens: int = 30
+    frames: tuple[str | int, ...] = ("first",)  # first | mid | last | index; several are merged
+    dtype: str = "auto"                     # auto (bf16/fp16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
+
+
+@dataclass
 class FilterConfig:
     """Run-time filters on the per-clip motion statistics (rejects go to the filtered table)."""
 
@@ -143,6 +157,7 @@ class Config:
     trajectories: TrajectoryConfig = field(default_factory=TrajectoryConfig)
     entities: EntityConfig = field(default_factory=EntityConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
+    captions: CaptionConfig = field(default_factory=CaptionConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     isolation: IsolationConfig = field(default_factory=IsolationConfig)

@@ -1,7 +1,7 @@
 """Per-clip and per-shard processing with no Ray in it: the unit the Ray plan schedules.
 
-``ClipProcessor`` runs the stages of one clip in order (decode -> flow -> trajectories ->
-entities); ``process_shard`` runs a processor over the clips of one shard and writes the
+``ClipProcessor`` runs the stages of one clip in order (decode -> captions -> flow ->
+motion -> trajectories -> entities); ``process_shard`` runs a processor over the clips of one shard and writes the
 shard atomically (or, with ``--stage``, a stage cache that a later run resumes from).
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from .shards import TarShardWriter, read_stats, shard_name, shard_paths, write_s
 log = logging.getLogger(__name__)
 
 # Per-clip stages in order; "shards" is the final output (all stages + the shard writer).
-CLIP_STAGES = ("decode", "flow", "motion", "trajectories", "entities")
+CLIP_STAGES = ("decode", "captions", "flow", "motion", "trajectories", "entities")
 STAGES = CLIP_STAGES + ("shards",)
 
 
@@ -89,6 +89,7 @@ class ClipProcessor:
         self.profile = cfg.get_profile()
         self._flow = None
         self._entities = None
+        self._captioner = None
 
     # ---- backends, created lazily so that a worker only loads what its stages use
     @property
@@ -101,6 +102,22 @@ class ClipProcessor:
                                          batch_size=f.batch_size).items() if v is not None}
             self._flow = make_flow_backend(f.backend, preset=f.preset, **opts)
         return self._flow
+
+    @property
+    def captioner(self):
+        """The BLIP-2 captioner (stages.captions.Blip2Captioner), or None when the caption
+        source does not use one (``dataset``, ``none``, or ``auto`` without a model folder).
+        Built on first use; its model is loaded when the first clip needs a caption."""
+        if self._captioner is None:
+            c = self.cfg.captions
+            if c.model and c.source in ("auto", "blip2"):
+                from stages.captions import Blip2Captioner
+
+                self._captioner = Blip2Captioner(c.model, device=c.device, batch_size=c.batch_size, prompt=c.prompt,
+                                                 max_new_tokens=c.max_new_tokens, frames=c.frames, dtype=c.dtype)
+            else:
+                self._captioner = False
+        return self._captioner or None
 
     @property
     def entity_stage(self) -> Callable[[dict, dict], dict] | None:
@@ -146,6 +163,37 @@ class ClipProcessor:
         state = {"clip_id": row["clip_id"], "caption": row.get("caption") or "", "meta": meta,
                  "frames_jpeg": jpegs, "frames": frames, "row": row}
         return state
+
+    def captions(self, state: dict) -> dict:
+        """The sample's text by the caption rule (stages.captions.choose_caption)."""
+        return self.captions_many([state])[0]
+
+    def captions_many(self, states: list[dict]) -> list[dict]:
+        """Captions of several decoded clip states in one batched model call (for a GPU
+        operator that holds several clips). Sets ``state["caption"]`` (the ``.txt`` member),
+        ``meta["caption"] = {source, model, prompt, frames, max_new_tokens}`` (``frames``: the
+        captioned frame indices; all but ``source`` None for ``dataset`` / ``none``) and
+        ``meta["caption_empty"]``. Dataset captions are replaced only with ``source: blip2``."""
+        from stages.captions import choose_caption
+
+        source = self.cfg.captions.source
+        captioner = self.captioner if source != "dataset" and source != "none" else None
+        chosen = [choose_caption(source, s.get("caption"), captioner is not None) for s in states]
+        todo = [k for k, how in enumerate(chosen) if how == "blip2"]
+        texts = captioner.caption_many([states[k]["frames"] for k in todo]) if todo else []
+        generated = dict(zip(todo, texts))
+        for k, (state, how) in enumerate(zip(states, chosen)):
+            info = {"source": how, "model": None, "prompt": None, "frames": None, "max_new_tokens": None}
+            if how == "blip2":
+                d = captioner.describe()
+                state["caption"] = generated[k]
+                info.update(model=d["model"], prompt=d["prompt"], max_new_tokens=d["max_new_tokens"],
+                            frames=captioner.frame_indices(len(state["frames"])))
+            elif how == "none":
+                state["caption"] = ""
+            state["meta"]["caption"] = info
+            state["meta"]["caption_empty"] = not (state.get("caption") or "").strip()
+        return states
 
     def flow(self, state: dict) -> dict:
         step = float(self.cfg.flow.step or DEFAULT_FLOW_STEP)
