@@ -90,6 +90,9 @@ class ClipProcessor:
         self._flow = None
         self._entities = None
         self._captioner = None
+        from stages.captions import check_caption_settings
+
+        check_caption_settings(cfg.captions.source, cfg.captions.model)  # fails before the first clip
 
     # ---- backends, created lazily so that a worker only loads what its stages use
     @property
