@@ -40,8 +40,9 @@ Loading: ``Blip2ForConditionalGeneration`` and ``Blip2Processor`` from the folde
 On CUDA the weights are loaded in bf16 (fp16 where the GPU has no bf16); on the CPU in fp32
 (``dtype`` overrides: ``fp32``, ``bf16``; ``fp16`` needs CUDA). Decoding is greedy
 (``do_sample=False``, one beam), so a caption depends only on the frames, the model, the
-prompt and the settings; in fp32 a batch gives the same captions as one image at a time
-(tested), in half precision on a GPU batching may change a rare near-tie.
+prompt and the settings. A batch gave the same captions as one image at a time in the tests
+(tiny model, fp32); other batch sizes sum in another order, so a rare near-tie may decode
+differently (more likely in bf16/fp16).
 
 The model name in the provenance is ``<folder name>@<digest>``, the digest the first 12 hex
 digits of the SHA-256 of the weight files' contents (sorted by file name), computed once per
