@@ -176,7 +176,9 @@ class ClipProcessor:
         operator that holds several clips). Sets ``state["caption"]`` (the ``.txt`` member),
         ``meta["caption"] = {source, model, prompt, frames, max_new_tokens}`` (``frames``: the
         captioned frame indices; all but ``source`` None for ``dataset`` / ``none``) and
-        ``meta["caption_empty"]``. Dataset captions are replaced only with ``source: blip2``."""
+        ``meta["caption_empty"]``, and adds "captions" to ``state["stages_done"]`` so that a
+        later ``run(row, until, state)`` goes on from there. Dataset captions are replaced only
+        with ``source: blip2``."""
         from stages.captions import choose_caption
 
         source = self.cfg.captions.source
@@ -196,6 +198,8 @@ class ClipProcessor:
                 state["caption"] = ""
             state["meta"]["caption"] = info
             state["meta"]["caption_empty"] = not (state.get("caption") or "").strip()
+            done = list(state.get("stages_done") or [])
+            state["stages_done"] = done if "captions" in done else done + ["captions"]
         return states
 
     def flow(self, state: dict) -> dict:

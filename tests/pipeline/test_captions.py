@@ -52,6 +52,8 @@ def test_clip_processor_auto_keeps_dataset_captions_and_fills_the_rest(videohd, 
     # The batched call a GPU operator makes gives the same captions as one clip at a time.
     fresh = [proc.run(r, until="decode") for r in _rows(videohd)]
     assert [s["caption"] for s in proc.captions_many(fresh)] == [s["caption"] for s in states]
+    rest = proc.run(fresh[1]["row"], until="flow", state=fresh[1])     # goes on after the batched call
+    assert "captions" not in rest["timings"] and rest["stages_done"] == ["decode", "captions", "flow"]
     # It captioned the frames the shard stores (the JPEG round trip), first frame by default.
     assert proc.captioner.caption_many([b["frames"][:1]]) == [b["caption"]]
 
@@ -118,3 +120,20 @@ def test_cli_run_auto_with_caption_model(videohd, tiny_blip2, tmp_path):
     for meta, text in by_source["blip2"]:
         assert meta["caption"]["model"].startswith("tiny-blip2@") and meta["caption_empty"] == (not text.strip())
     assert "captions" in meta["stages_done"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--captions", "blip2"], "needs --caption-model"),
+    (["--caption-model", "no/such/folder"], "does not exist"),
+    (["--captions", "bogus"], "auto, dataset, blip2, none"),
+])
+def test_cli_bad_caption_settings_fail_before_any_clip(videohd, tmp_path, flags, message):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["run", "--dataset", "videohd", "--data", str(videohd), "--out", str(out),
+                                   "--executor", "local", *flags])
+    assert res.exit_code == 2 and message in res.output, res.output
+    assert not glob.glob(str(out / "*.tar"))
