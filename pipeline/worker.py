@@ -1,8 +1,9 @@
 """Per-clip and per-shard processing with no Ray in it: the unit the Ray plan schedules.
 
 ``ClipProcessor`` runs the stages of one clip in order (decode -> captions -> flow ->
-motion -> trajectories -> entities); ``process_shard`` runs a processor over the clips of one shard and writes the
-shard atomically (or, with ``--stage``, a stage cache that a later run resumes from).
+motion -> trajectories -> entities); ``process_shard`` runs a processor over the clips of
+one shard and writes the shard atomically (or, with ``--stage``, a stage cache that a later
+run resumes from).
 """
 from __future__ import annotations
 

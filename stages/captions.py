@@ -76,6 +76,7 @@ CAPTION_SOURCES = ("auto", "dataset", "blip2", "none")
 DTYPES = ("auto", "fp32", "bf16", "fp16")
 FRAME_NAMES = ("first", "mid", "last")
 MERGE_SEPARATOR = "; "
+_FRAMES_HELP = "captions.frames entries must be first, mid, last or an integer index"
 
 CAPTION_INSTALL_HELP = ("BLIP-2 captions need the optional packages transformers and torch: "
                         "pip install -e '.[captions]'")
@@ -192,7 +193,7 @@ def resolve_frames(frames: Sequence[str | int], length: int) -> list[int]:
             try:
                 i = int(f)
             except (TypeError, ValueError):
-                raise ValueError(f"captions.frames entries must be first, mid, last or an integer index, got {f!r}") from None
+                raise ValueError(f"{_FRAMES_HELP}, got {f!r}") from None
             if not -length <= i < length:
                 raise ValueError(f"captions.frames index {i} is outside a clip of {length} frames")
             i %= length
@@ -236,7 +237,7 @@ def _check_frames_spec(frames: Any) -> tuple[str | int, ...]:
     for f in frames:
         if isinstance(f, bool) or not (f in FRAME_NAMES or isinstance(f, int)
                                        or (isinstance(f, str) and f.lstrip("-").isdigit())):
-            raise ValueError(f"captions.frames entries must be first, mid, last or an integer index, got {f!r}")
+            raise ValueError(f"{_FRAMES_HELP}, got {f!r}")
     return tuple(int(f) if isinstance(f, str) and f.lstrip("-").isdigit() else f for f in frames)
 
 
