@@ -69,6 +69,8 @@ def run(
     drop_cuts: Optional[bool] = typer.Option(None, "--drop-cuts/--keep-cuts", help="Filter clips spanning a scene cut."),
     min_trackable: Optional[float] = typer.Option(None, help="Filter: minimum share of in-frame anchors reliable "
                                                   "through the clip (0 keeps all; docs/trajectories.md)."),
+    captions: Optional[str] = typer.Option(None, help="Captions: auto (dataset, else BLIP-2 if a model), dataset, blip2, none."),
+    caption_model: Optional[str] = typer.Option(None, help="Local Hugging Face BLIP-2 folder (never downloaded)."),
     dataset_option: list[str] = typer.Option([], "--dataset-option", "-o",
                                              help="Adapter option KEY=VALUE (e.g. csv=..., captions=..., fps=...)."),
     force: bool = typer.Option(False, help="Redo shards that are already done."),
@@ -99,6 +101,7 @@ def run(
             "filters.min_motion": min_motion, "filters.max_camera_motion": max_camera_motion,
             "filters.drop_cuts": drop_cuts,
             "filters.min_trackable": min_trackable,
+            "captions.source": captions, "captions.model": caption_model,
         })
         options = dict(_parse_option(o) for o in dataset_option)
         run_kw = {} if retry_errors is None else {"retry_errors": parse_retry_errors(retry_errors)}

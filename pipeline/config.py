@@ -37,7 +37,7 @@ import json
 import re
 from dataclasses import field
 from pathlib import Path
-from typing import Annotated, Any, Callable, ClassVar, Iterable, Optional
+from typing import Annotated, Any, Callable, ClassVar, Iterable, Optional, Union
 
 import pydantic
 from pydantic import AfterValidator, ConfigDict, Field, Strict, ValidationError, field_validator
@@ -293,6 +293,20 @@ class EntityConfig:
 
 
 @section
+class CaptionConfig:
+    """Where each sample's text comes from (stages/captions.py, docs/captions.md)."""
+
+    source: one_of(("auto", "dataset", "blip2", "none")) = "auto"
+    model: Optional[Str] = None                 # local Hugging Face BLIP-2 folder (never downloaded)
+    device: Annotated[Device, RUNTIME] = "auto"
+    batch_size: Annotated[PosInt, RUNTIME] = 8  # images per model call (clips x frames)
+    prompt: Optional[Str] = None                # text prefix, e.g. "a photo of"; None = unconditional
+    max_new_tokens: PosInt = 30
+    frames: tuple[Union[Str, Int], ...] = ("first",)  # first | mid | last | index; several are merged
+    dtype: one_of(("auto", "fp32", "bf16", "fp16")) = "auto"  # auto: bf16/fp16 on CUDA, fp32 on CPU
+
+
+@section
 class FilterConfig:
     """Run-time filters on the per-clip motion statistics (rejects go to the filtered table)."""
 
@@ -357,6 +371,7 @@ class Config:
     trajectories: TrajectoryConfig = field(default_factory=TrajectoryConfig)
     entities: EntityConfig = field(default_factory=EntityConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
+    captions: CaptionConfig = field(default_factory=CaptionConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     isolation: IsolationConfig = field(default_factory=IsolationConfig)

@@ -191,6 +191,18 @@ def _check_entities(cfg, flow_backend, device: str | None) -> dict[str, str]:
     return out
 
 
+def _check_captions(c) -> str:
+    """The caption source and its BLIP-2 folder (complete, transformers importable); the
+    model itself is loaded by the workers that caption."""
+    from stages.captions import check_caption_settings
+
+    try:
+        check_caption_settings(c.source, c.model)
+    except (ValueError, OSError, ImportError) as e:
+        raise _fail("captions", e, "pass --caption-model DIR (a local BLIP-2 folder) or --captions dataset|none")
+    return f"{c.source}" + (f" ({os.path.basename(str(c.model).rstrip('/'))})" if c.model else "")
+
+
 def _release_devices() -> None:
     import sys
 
@@ -219,6 +231,9 @@ def preflight(cfg, out_dir: str, stage: str = "shards", local_devices: bool = Tr
             flow, out["flow"] = _check_flow(cfg, build_on if "flow.device" in requested else None)
         if _entity_stage_cfg(cfg, stage) is not None:
             out.update(_check_entities(cfg, flow, build_on if "entities.device" in requested else None))
+        captions = getattr(cfg, "captions", None)
+        if captions is not None and stage != "decode":
+            out["captions"] = _check_captions(captions)
     finally:
         del flow
         _release_devices()

@@ -1,10 +1,10 @@
 """Per-clip processing with no Ray in it: what every operator of the run calls.
 
-``ClipProcessor`` runs the stages of one clip in order (decode -> flow -> motion ->
-trajectories -> entities) on a clip state dict; the entity stage is also available as its
-two halves (``entity_masks``, ``entity_tracks``) and the model stages over several clips at
-once (``flow_many``, ``entity_masks_many``), which the GPU operators of ``pipeline.run`` use.
-The shard loop, staging and commit live in ``pipeline.run``.
+``ClipProcessor`` runs the stages of one clip in order (decode -> captions -> flow ->
+motion -> trajectories -> entities) on a clip state dict; the entity stage is also available
+as its two halves (``entity_masks``, ``entity_tracks``) and the model stages over several
+clips at once (``captions_many``, ``flow_many``, ``entity_masks_many``), which the GPU
+operators of ``pipeline.run`` use. The shard loop, staging and commit live in ``pipeline.run``.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from .config import Config
 log = logging.getLogger(__name__)
 
 # Per-clip stages in order; "shards" is the final output (all stages + the shard writer).
-CLIP_STAGES = ("decode", "flow", "motion", "trajectories", "entities")
+CLIP_STAGES = ("decode", "captions", "flow", "motion", "trajectories", "entities")
 STAGES = CLIP_STAGES + ("shards",)
 
 
@@ -96,6 +96,10 @@ class ClipProcessor:
         self._flow = None
         self._entities = None
         self._torch_sized = False
+        self._captioner = None
+        from stages.captions import check_caption_settings
+
+        check_caption_settings(cfg.captions.source, cfg.captions.model)  # fails before the first clip
 
     def _torch_threads(self) -> None:
         """Size torch's thread pool once a backend has imported torch (see set_cpu_threads)."""
@@ -117,6 +121,22 @@ class ClipProcessor:
             self._flow = make_flow_backend(f.backend, preset=f.preset, **opts)
             self._torch_threads()
         return self._flow
+
+    @property
+    def captioner(self):
+        """The BLIP-2 captioner (stages.captions.Blip2Captioner), or None when the caption
+        source does not use one (``dataset``, ``none``, or ``auto`` without a model folder).
+        Built on first use; its model is loaded when the first clip needs a caption."""
+        if self._captioner is None:
+            c = self.cfg.captions
+            if c.model and c.source in ("auto", "blip2"):
+                from stages.captions import Blip2Captioner
+
+                self._captioner = Blip2Captioner(c.model, device=c.device, batch_size=c.batch_size, prompt=c.prompt,
+                                                 max_new_tokens=c.max_new_tokens, frames=c.frames, dtype=c.dtype)
+            else:
+                self._captioner = False
+        return self._captioner or None
 
     @property
     def entity_stage(self) -> Callable[[dict, dict], dict] | None:
@@ -162,6 +182,42 @@ class ClipProcessor:
         state = {"clip_id": row["clip_id"], "caption": row.get("caption") or "", "meta": meta,
                  "frames_jpeg": jpegs, "frames": frames, "row": row}
         return state
+
+    def captions(self, state: dict) -> dict:
+        """The sample's text by the caption rule (stages.captions.choose_caption)."""
+        return self.captions_many([state])[0]
+
+    def captions_many(self, states: list[dict]) -> list[dict]:
+        """Captions of several decoded clip states in one batched model call (for a GPU
+        operator that holds several clips). Sets ``state["caption"]`` (the ``.txt`` member),
+        ``meta["caption"] = {source, model, prompt, frames, max_new_tokens}`` (``frames``: the
+        captioned frame indices; all but ``source`` None for ``dataset`` / ``none``) and
+        ``meta["caption_empty"]``, and adds "captions" to ``state["stages_done"]`` so that a
+        later ``run(row, until, state)`` goes on from there. Dataset captions are replaced only
+        with ``source: blip2``."""
+        from stages.captions import choose_caption
+
+        source = self.cfg.captions.source
+        captioner = self.captioner if source != "dataset" and source != "none" else None
+        chosen = [choose_caption(source, s.get("caption"), captioner is not None) for s in states]
+        todo = [k for k, how in enumerate(chosen) if how == "blip2"]
+        texts = captioner.caption_many([states[k]["frames"] for k in todo]) if todo else []
+        self._torch_threads()
+        generated = dict(zip(todo, texts))
+        for k, (state, how) in enumerate(zip(states, chosen)):
+            info = {"source": how, "model": None, "prompt": None, "frames": None, "max_new_tokens": None}
+            if how == "blip2":
+                d = captioner.describe()
+                state["caption"] = generated[k]
+                info.update(model=d["model"], prompt=d["prompt"], max_new_tokens=d["max_new_tokens"],
+                            frames=captioner.frame_indices(len(state["frames"])))
+            elif how == "none":
+                state["caption"] = ""
+            state["meta"]["caption"] = info
+            state["meta"]["caption_empty"] = not (state.get("caption") or "").strip()
+            done = list(state.get("stages_done") or [])
+            state["stages_done"] = done if "captions" in done else done + ["captions"]
+        return states
 
     def flow(self, state: dict) -> dict:
         return self._store_flow(state, self.flow_backend.forward(state["frames"]))

@@ -1,10 +1,11 @@
 """Stage groups: the clip's steps cut into runs of equal resource needs.
 
-Steps, in order: ``decode, flow, motion, trajectories, entity_masks, entity_tracks`` and
-then ``encode`` (tar members + the staged part). A step needs a GPU when its configured
-backend is a GPU model: ``flow`` with raft/unimatch, ``entity_masks`` with SAM (``sam``, or
-``auto`` with a SAM checkpoint), ``entity_tracks`` with CoTracker or a backward flow from a
-GPU flow backend. Consecutive steps of the same kind form one group, and each group is one
+Steps, in order: ``decode, captions, flow, motion, trajectories, entity_masks,
+entity_tracks`` and then ``encode`` (tar members + the staged part). A step needs a GPU when
+its configured backend is a GPU model: ``captions`` with a BLIP-2 folder, ``flow`` with
+raft/unimatch (and then ``motion`` and ``trajectories`` too: the anchors' reliability needs
+the flow model's backward flow), ``entity_masks`` with SAM (``sam``, or ``auto`` with a SAM
+checkpoint), ``entity_tracks`` with CoTracker. Consecutive steps of the same kind form one group, and each group is one
 operator (a Ray Data actor pool with its own ``num_cpus``/``num_gpus`` and batch size).
 
 When the cluster has no GPU, or ``ray.gpu_operators`` is false, everything is one fused CPU
@@ -12,7 +13,7 @@ group: one operator runs a clip from decode to its staged part, in the clip-isol
 child, and its frames never cross the object store (the default on a CPU machine).
 
 Per-group settings come from ``ray.groups.<name>`` (names: ``cpu`` for the CPU groups,
-``flow``, ``masks``, ``tracks`` for the model groups): ``num_cpus``, ``num_gpus``,
+``captions``, ``flow``, ``masks``, ``tracks`` for the model groups): ``num_cpus``, ``num_gpus``,
 ``batch_size`` (clips per call), ``min_actors``, ``max_actors``. Defaults: model groups
 share each GPU (``num_gpus`` = 1 / number of model groups), ``batch_size`` 4 (flow, tracks)
 or 8 (masks), from 1 to as many actors as the cluster's GPUs allow; CPU groups hold
@@ -25,15 +26,15 @@ from dataclasses import dataclass
 
 from ..worker import CLIP_STAGES
 
-STEPS = ("decode", "flow", "motion", "trajectories", "entity_masks", "entity_tracks")
-STEP_STAGE = {"decode": "decode", "flow": "flow", "motion": "motion", "trajectories": "trajectories",
+STEPS = ("decode", "captions", "flow", "motion", "trajectories", "entity_masks", "entity_tracks")
+STEP_STAGE = {"decode": "decode", "captions": "captions", "flow": "flow", "motion": "motion", "trajectories": "trajectories",
               "entity_masks": "entities", "entity_tracks": "entities"}
 GPU_FLOW_BACKENDS = ("raft", "unimatch")
 GROUP_KEYS = ("num_cpus", "num_gpus", "batch_size", "min_actors", "max_actors")
 GROUP_NAMES = ("cpu", "flow", "masks", "tracks", "captions")
-MODEL_GROUP = {"flow": "flow", "motion": "flow", "trajectories": "flow", "entity_masks": "masks",
+MODEL_GROUP = {"captions": "captions", "flow": "flow", "motion": "flow", "trajectories": "flow", "entity_masks": "masks",
                "entity_tracks": "tracks"}
-DEFAULT_BATCH = {"flow": 4, "masks": 8, "tracks": 4, "cpu": 1}
+DEFAULT_BATCH = {"captions": 8, "flow": 4, "masks": 8, "tracks": 4, "cpu": 1}
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,9 @@ def _gpu_backward(cfg) -> bool:
 
 def step_needs_gpu(cfg, step: str) -> bool:
     gpu_flow = str(cfg.flow.backend).lower() in GPU_FLOW_BACKENDS
+    if step == "captions":  # BLIP-2 when a model folder is given and the rule can use it
+        c = cfg.captions
+        return bool(c.model) and str(c.source).lower() in ("auto", "blip2")
     if step == "flow":
         return gpu_flow
     reliability = bool(getattr(cfg.trajectories, "reliability", True))

@@ -39,7 +39,7 @@ from .work import ClipWork
 log = logging.getLogger(__name__)
 
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
-_BATCHED = {"flow": "flow_many", "entity_masks": "entity_masks_many"}
+_BATCHED = {"captions": "captions_many", "flow": "flow_many", "entity_masks": "entity_masks_many"}
 
 
 class StageCache:

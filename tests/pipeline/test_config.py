@@ -84,7 +84,7 @@ def test_dotted_overrides_unknown_keys_and_bad_values_together():
     with pytest.raises(ConfigError) as e:
         apply_overrides(Config(), {"foo.bar": 1, "flow.nope": 2, "trajectories.interval": 0, "entities.masks": "sam"})
     assert e.value.problems[:2] == [
-        "foo.bar: unknown section 'foo'; known: decode, flow, trajectories, entities, filters, shards, ray, isolation",
+        "foo.bar: unknown section 'foo'; known: decode, flow, trajectories, entities, filters, captions, shards, ray, isolation",
         "flow.nope: unknown key; known: backend, preset, step, checkpoint, source, batch_size, device"]
     assert e.value.problems[2:] == ["trajectories.interval: got 0, should be greater than or equal to 1"]
 
