@@ -28,10 +28,10 @@ from pipeline.config import Config  # noqa: E402
 SIZES = {
     "full": dict(hd_clips=32, ld_clips=48, shard_hd=8, shard_ld=8, per_stage_hd=16, per_stage_ld=24,
                  motion_per_level=3, mem_rows=1000, mem_check=100, mem_shard=50, distinct=8,
-                 plan_rows=(100_000, 1_000_000)),
+                 plan_rows=(100_000, 1_000_000), exec_hd=64, exec_ld=8),
     "quick": dict(hd_clips=2, ld_clips=2, shard_hd=1, shard_ld=1, per_stage_hd=2, per_stage_ld=2,
                   motion_per_level=1, mem_rows=8, mem_check=4, mem_shard=2, distinct=2,
-                  plan_rows=(1_000, 10_000)),
+                  plan_rows=(1_000, 10_000), exec_hd=3, exec_ld=2),
 }
 
 
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", default=os.path.join(ROOT, "bench", "results"), help="JSON output folder")
     ap.add_argument("--preset", default=None, help="DIS preset for the pipeline runs (default: the config default)")
     ap.add_argument("--skip", default="", help="comma-separated sections to skip: "
-                    "stages,lower,baseline,accuracy,e2e,memory,plan")
+                    "stages,lower,baseline,accuracy,e2e,memory,plan,execution")
     args = ap.parse_args(argv)
     mode = "quick" if args.quick else "full"
     S = SIZES[mode]
@@ -183,6 +183,17 @@ def main(argv: list[str] | None = None) -> int:
     if "plan" not in skip:
         _log(f"driver: plan of WebVid CSVs of {', '.join(map(str, S['plan_rows']))} rows")
         result["plan"] = measure.driver_plan(os.path.join(work, "plan"), S["plan_rows"])
+
+    # ---- clips as the unit of work: one shard over 2 workers, kill + resume, the GPU plan
+    if "execution" not in skip:
+        from bench.execution import execution
+
+        n = S["exec_hd"]
+        _log(f"execution: {n} HD clips in one shard (1 and 2 workers, killed + resumed), GPU plan on the CPU")
+        hd = bclips.video_dataset(os.path.join(work, "clips", f"main_{n}"), n, distinct=S["distinct"], base=rendered)
+        ld = bclips.video_dataset(os.path.join(work, "clips", f"main_{S['exec_ld']}"), S["exec_ld"],
+                                  distinct=S["distinct"], base=rendered)
+        result["execution"] = execution(os.path.join(work, "execution"), hd, n, ld)
 
     try:
         result["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]

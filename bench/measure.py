@@ -407,53 +407,39 @@ def end_to_end(cfg: Config, data: str, out_dir: str, workers: int, checkpoints: 
     """``pipeline.run.run`` on Ray with ``workers`` shard workers (the run a user makes).
 
     ``wall_clips_per_s`` counts everything (manifest, actor start, index); the steady rate
-    leaves out each worker's first shard (actor start and imports): per worker, clips of its
-    later shards / time from its first to its last shard done (the mtimes of the shards'
-    stats files, written last by the worker), summed over workers.
+    leaves out the start: clips finished after the first ``workers`` clips / the time from
+    the ``workers``-th clip to the last (clip results as the driver receives them).
     ``checkpoints``: clip counts at which the peak RSS so far is recorded."""
     from pipeline.run.plan import run as run_plan
 
     ensure_ray()
     shutil.rmtree(out_dir, ignore_errors=True)
     cfg = cfg.replace(**{"ray.num_workers": workers})
-    events: list[tuple[float, dict]] = []
     marks: dict[int, int] = {}
-    done = [0]
+    clip_times: list[float] = []
     with RssSampler() as rss:
         def progress(st, k, total):
-            now = time.perf_counter()
             rss.sample()
-            events.append((now, st))
-            done[0] += int(st.get("clips", 0))
+
+        def clip(r):
+            clip_times.append(time.perf_counter())
             for c in checkpoints:
-                if c not in marks and done[0] >= c:
+                if c not in marks and len(clip_times) >= c:
+                    rss.sample()
                     marks[c] = rss.peak
 
+        progress.clip = clip
         t0 = time.perf_counter()
         res = run_plan(cfg, "webvid", data, out_dir, force=True, progress=progress)
         wall = time.perf_counter() - t0
-    # Shard completion times as the workers saw them: the stats file (written last) mtime.
-    from pipeline.shards import shard_paths
-
-    by_pid: dict[int, list[tuple[float, int, float]]] = {}
-    for _, st in events:
-        try:
-            t = os.stat(shard_paths(res.out_dir, res.prefix, int(st["shard"]))["stats"]).st_mtime
-        except (OSError, KeyError):
-            continue
-        by_pid.setdefault(int(st.get("pid", 0)), []).append((t, int(st.get("clips", 0)), float(st.get("seconds", 0))))
+    k0 = min(workers, len(clip_times)) - 1
     steady = 0.0
-    for evs in by_pid.values():
-        evs.sort()
-        if len(evs) >= 2 and evs[-1][0] > evs[0][0]:
-            steady += sum(c for _, c, _ in evs[1:]) / (evs[-1][0] - evs[0][0])
-        else:
-            s = sum(x for _, _, x in evs)
-            steady += sum(c for _, c, _ in evs) / s if s > 0 else 0.0
+    if len(clip_times) > k0 + 1 and clip_times[-1] > clip_times[k0]:
+        steady = (len(clip_times) - 1 - k0) / (clip_times[-1] - clip_times[k0])
     return {
         "workers": workers, "clips": res.clips, "ok": res.ok, "error": res.error, "filtered": res.filtered,
         "shards": res.shards, "seconds": round(wall, 3), "wall_clips_per_s": _rate(res.clips, wall),
-        "steady_clips_per_s": round(steady, 3), "worker_pids": len(by_pid),
+        "steady_clips_per_s": round(steady, 3), "worker_pids": max([int(st.get("workers") or 0) for st in res.stats] or [0]),
         "peak_rss_mb": round(rss.peak / 2 ** 20, 1), "peak_rss_processes": rss.peak_procs,
         "peak_rss_mb_at": {str(k): round(v / 2 ** 20, 1) for k, v in marks.items()},
         "stage_seconds": _sum_stage_seconds(res.stats),

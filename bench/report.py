@@ -9,6 +9,8 @@ TARGETS = {
     "vs_baseline": 3.0,          # >= 3 x the Farneback baseline's clips/s at <= its EPE
     "hd_bytes_per_clip": 2_000_000,  # <= 2 MB per HD clip including dense flow
     "memory_growth": 1.10,       # peak RSS at the last check <= 1.1 x at the first
+    "one_shard_2_workers": 1.6,  # issue 12: 64 HD clips in one shard, 2 workers >= 1.6 x 1 worker (wall)
+    "resume_fraction": 0.7,      # issue 12: killed at ~75 %, the resume <= 0.7 x a full run (wall)
 }
 
 
@@ -63,6 +65,12 @@ def check_targets(r: dict) -> list[dict[str, Any]]:
     out.append({"target": f"peak memory flat from {m.get('check_at')} to {m.get('rows')} clips (LD, 1 worker)",
                 "value": v, "peak_mb_first": a, "peak_mb_last": z, "threshold": TARGETS["memory_growth"],
                 "met": None if v is None else v <= TARGETS["memory_growth"]})
+    v = _get(r, "execution", "one_shard", "speedup_2_vs_1")
+    out.append({"target": "one shard of HD clips: 2 workers >= 1.6 x 1 worker (wall, Ray start incl.)", "value": v,
+                "threshold": TARGETS["one_shard_2_workers"], "met": None if v is None else v >= TARGETS["one_shard_2_workers"]})
+    v = _get(r, "execution", "one_shard", "resume_fraction")
+    out.append({"target": "killed at ~75 %, resume <= 0.7 x a full run (wall, Ray start incl.)", "value": v,
+                "threshold": TARGETS["resume_fraction"], "met": None if v is None else v <= TARGETS["resume_fraction"]})
     return out
 
 
@@ -179,6 +187,27 @@ def format_table(r: dict) -> str:
             rows.append((f"  {int(n):,} rows: peak RSS (after imports) MB",
                          f"{_f(v.get('peak_rss_mb'))} ({_f(v.get('rss_after_imports_mb'))})", ""))
 
+    ex = r.get("execution")
+    if ex:
+        one = ex.get("one_shard") or {}
+        sep(f"execution (issue 12): {one.get('clips')} HD clips in one shard, `pipeline run` wall incl. Ray start")
+        for k in ("w1", "w2"):
+            v = one.get(k) or {}
+            rows.append((f"  {v.get('workers')} worker(s): wall s", "", _f(v.get("wall_s"))))
+        rows.append(("  2 workers / 1 worker", "", _f(one.get("speedup_2_vs_1"), 2)))
+        rows.append((f"  killed at {one.get('staged_at_kill')} clips staged, resumed: wall s (of a full run)", "",
+                     f"{_f(one.get('resume_wall_s'))} ({_f(one.get('resume_fraction'), 2)})"))
+        rows.append(("  tars identical (1 worker, 2 workers, killed + resumed)", "", str(one.get("identical"))))
+        g = ex.get("gpu_plan") or {}
+        if g:
+            sep(f"GPU plan on the CPU: logical GPUs, random RAFT small + tiny SAM, LD, {g.get('clips')} clips, "
+                f"{_f(g.get('seconds'))} s")
+            sep("  operator [steps] GPUs: clips, mean batch (clips per call), seconds waited for input")
+            for grp in g.get("groups") or []:
+                o = (g.get("operators") or {}).get(grp["name"], {})
+                rows.append((f"  {grp['name']} [{', '.join(grp['steps']) or 'encode'}] {_f(grp['num_gpus'], 2)}",
+                             f"{o.get('clips')}, {_f(o.get('mean_batch'), 2)}, {_f(o.get('wait_s'))}", ""))
+
     w0 = max(len(a) for a, b, c in rows if b or c)
     w1 = max(max(len(b) for _, b, _ in rows), len(f"LD {prof['ld']}"))
     lines.append(f"{'':<{w0}} | {'LD ' + str(prof['ld']):<{w1}} | HD {prof['hd']}")
@@ -188,7 +217,7 @@ def format_table(r: dict) -> str:
             lines.append(a)
         else:
             lines.append(f"{a:<{w0}} | {b:<{w1}} | {c}")
-    lines.append("targets (issue 6):")
+    lines.append("targets (issues 6, 12):")
     for t in r.get("targets") or []:
         status = "not measured" if t["met"] is None else ("MET" if t["met"] else "NOT MET")
         extra = ""
