@@ -68,19 +68,24 @@ def clips_per_item(pending: int, workers: int, samples_per_shard: int, per_worke
     return max(1, min(int(samples_per_shard), math.ceil(pending / max(1, workers * per_worker))))
 
 
-def work_items(rows_by_shard: dict[int, list[int]], size: int) -> list[dict]:
-    """Contiguous runs of pending rows, at most ``size`` rows each."""
-    items = []
-    for shard in sorted(rows_by_shard):
-        rows = rows_by_shard[shard]
-        i = 0
-        while i < len(rows):
-            j = i + 1
-            while j < len(rows) and j - i < size and rows[j] == rows[j - 1] + 1:
-                j += 1
-            items.append({"start": rows[i], "stop": rows[j - 1] + 1})
-            i = j
-    return items
+def row_runs(rows) -> list[tuple[int, int]]:
+    """Sorted rows as contiguous ``(start, stop)`` runs (a whole shard is one run: the driver
+    holds a few numbers per shard, not one per clip)."""
+    runs: list[list[int]] = []
+    for r in sorted(rows):
+        if runs and runs[-1][1] == r:
+            runs[-1][1] = r + 1
+        else:
+            runs.append([r, r + 1])
+    return [(a, b) for a, b in runs]
+
+
+def work_items(runs_by_shard: dict[int, list[tuple[int, int]]], size: int) -> list[dict]:
+    """The pending runs of rows cut into work items of at most ``size`` rows."""
+    size = max(1, int(size))
+    return [{"start": i, "stop": min(i + size, stop)}
+            for shard in sorted(runs_by_shard) for start, stop in runs_by_shard[shard]
+            for i in range(start, stop, size)]
 
 
 @dataclass
@@ -168,7 +173,7 @@ def _run_locked(cfg, dataset, data, layout: RunLayout, force, executor, address,
 
     # what is left to do: shards not done, and in them the rows without a staged part
     with_parts = staged_shards(layout)
-    pending: dict[int, list[int]] = {}
+    pending: dict[int, list[tuple[int, int]]] = {}  # shard -> runs of rows to compute
     left: dict[int, int] = {}
     ready: list[dict] = []          # shards whose clips are all staged already
     for t in tasks:
@@ -178,7 +183,7 @@ def _run_locked(cfg, dataset, data, layout: RunLayout, force, executor, address,
             redo = restage_for_retry(layout, s, retry_errors)
             if redo:
                 result.retried += len(redo)
-                pending[s], left[s] = redo, len(redo)
+                pending[s], left[s] = row_runs(redo), len(redo)
                 continue
         if done is not None:
             done["skipped"] = True
@@ -191,10 +196,12 @@ def _run_locked(cfg, dataset, data, layout: RunLayout, force, executor, address,
             remove_parts(layout, s)
             with_parts.discard(s)
         staged = staged_rows(layout, s) if s in with_parts else set()
-        rows = [r for r in range(t["start"], t["stop"]) if r not in staged]
-        result.staged_before += t["stop"] - t["start"] - len(rows)
-        if rows:
-            pending[s], left[s] = rows, len(rows)
+        rows = [(t["start"], t["stop"])] if not staged else row_runs(
+            r for r in range(t["start"], t["stop"]) if r not in staged)
+        n_rows = sum(b - a for a, b in rows)
+        result.staged_before += t["stop"] - t["start"] - n_rows
+        if n_rows:
+            pending[s], left[s] = rows, n_rows
         else:
             ready.append(t)
     n_pending = sum(left.values())

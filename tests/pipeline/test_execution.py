@@ -178,3 +178,14 @@ def test_kill_in_the_middle_of_a_shard_resumes_only_unstaged_clips(tmp_path):
     assert ru.tar_bytes(out) == ru.tar_bytes(ref) and ru.sample_hashes(out) == ru.sample_hashes(ref)
     assert not os.path.exists(parts) and not glob.glob(os.path.join(out, "**", ".*.tmp"), recursive=True)
     ru.check_accounting(out)
+
+
+def test_work_items_cover_pending_rows_in_short_runs():
+    from pipeline.run.plan import clips_per_item, row_runs, work_items
+
+    assert row_runs([7, 3, 4, 5, 9, 8]) == [(3, 6), (7, 10)]
+    items = work_items({0: [(0, 10)], 1: row_runs([12, 13, 17])}, 4)
+    assert items == [{"start": 0, "stop": 4}, {"start": 4, "stop": 8}, {"start": 8, "stop": 10},
+                     {"start": 12, "stop": 14}, {"start": 17, "stop": 18}]
+    assert clips_per_item(64, 2, 100) == 2 and clips_per_item(10_000_000, 1000, 100) == 100
+    assert clips_per_item(3, 8, 100) == 1
