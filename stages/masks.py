@@ -77,6 +77,7 @@ __all__ = [
     "MOTION_DEFAULTS",
     "sam_generator_defaults",
     "build_sam_model",
+    "scale_mask_logits",
     "load_sam",
     "SAM_MODEL_TYPES",
     "SAM_GENERATORS",
@@ -229,12 +230,19 @@ def build_sam_model(model_type: str, logit_scale: float = 1.0):
         raise ValueError(f"unknown SAM model type {model_type!r}; known: {', '.join(SAM_MODEL_TYPES)}")
     model = _build_sam_architecture(model_type)
     if float(logit_scale) != 1.0:
-        import torch
+        scale_mask_logits(model, logit_scale)
+    return model
 
-        with torch.no_grad():
-            for mlp in model.mask_decoder.output_hypernetworks_mlps:
-                mlp.layers[-1].weight.mul_(float(logit_scale))
-                mlp.layers[-1].bias.mul_(float(logit_scale))
+
+def scale_mask_logits(model, factor: float):
+    """Multiply a ``Sam``'s mask logits by ``factor`` (the last layer of each hypernetwork
+    MLP of its mask decoder), in place; returns the model. For random-weight benchmarks."""
+    import torch
+
+    with torch.no_grad():
+        for mlp in model.mask_decoder.output_hypernetworks_mlps:
+            mlp.layers[-1].weight.mul_(float(factor))
+            mlp.layers[-1].bias.mul_(float(factor))
     return model
 
 

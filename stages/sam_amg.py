@@ -25,7 +25,10 @@ min_mask_region_area=0, crop_n_layers=0, encoder_batch=4, precision="fp32", **ig
     ``iter_generate(images)``                    yields one ``AmgMasks`` per image, in order
     ``generate_many(images) -> list[AmgMasks]``  (images: list of (H, W, 3) uint8 RGB)
     ``generate(image) -> AmgMasks``              (= ``generate_many([image])[0]``)
-    ``timings``: seconds per phase (encoder, decoder, post) since the last ``reset_timings()``.
+    ``timings``: seconds per phase since the last ``reset_timings()``: ``encoder`` (the image
+    encoder network), ``decoder`` (prompt encoder + mask decoder networks), ``post`` (the
+    filters, upsampling, boxes, NMS); the input resize and the id map are in neither;
+    ``images`` and ``candidates`` (masks through the filters, before NMS) are counts.
 ``AmgMasks``   per image: ``masks`` (K, H, W) bool tensor on the device, ``predicted_iou``,
                ``stability_score`` (K,) float32, ``boxes`` (K, 4) XYXY, ``points`` (K, 2)
                float64, in the official generator's record order; ``areas()``; ``records()``
@@ -185,7 +188,7 @@ class BatchedMaskGenerator:
         return next(self.model.parameters()).device
 
     def reset_timings(self) -> None:
-        self.timings = {"encoder": 0.0, "decoder": 0.0, "post": 0.0, "images": 0}
+        self.timings = {"encoder": 0.0, "decoder": 0.0, "post": 0.0, "images": 0, "candidates": 0}
 
     @contextmanager
     def _phase(self, name: str):
@@ -224,10 +227,9 @@ class BatchedMaskGenerator:
         image's resized input size (callers pass at most ``encoder_batch`` images)."""
         import torch
 
-        with self._phase("encoder"):
-            xs = [self._input(im) for im in images]
-            with self._autocast():
-                f = self.model.image_encoder(torch.cat([x for x, _ in xs]))
+        xs = [self._input(im) for im in images]             # resize + normalise: outside the phases
+        with self._phase("encoder"), self._autocast():
+            f = self.model.image_encoder(torch.cat([x for x, _ in xs]))
         return f.float(), [sz for _, sz in xs]
 
     # ---------------------------------------------------------------- decoder + filters
@@ -263,14 +265,15 @@ class BatchedMaskGenerator:
                 # the official upsampling (Sam.postprocess_masks), per mask
                 logits = m.postprocess_masks(low[:, None], input_size, orig_size)[:, 0]
                 stab = calculate_stability_score(logits, thr, self.stability_score_offset)
+                masks = logits > thr
+                del logits
                 if self.stability_score_thresh > 0.0:
                     keep = stab >= self.stability_score_thresh
-                    logits, iou, stab, pts = logits[keep], iou[keep], stab[keep], pts[keep.cpu()]
-                masks_l.append(logits > thr)
+                    masks, iou, stab, pts = masks[keep], iou[keep], stab[keep], pts[keep.cpu()]
+                masks_l.append(masks)
                 iou_l.append(iou)
                 stab_l.append(stab)
                 pts_l.append(pts)
-                del logits
         with self._phase("post"):
             if not masks_l:
                 empty = torch.zeros((0, h, w), dtype=torch.bool, device=self.device)
@@ -278,6 +281,7 @@ class BatchedMaskGenerator:
                 return AmgMasks(empty, z, z, torch.zeros((0, 4), dtype=torch.int64, device=self.device),
                                 torch.zeros((0, 2), dtype=torch.float64))
             masks, iou, stab, pts = torch.cat(masks_l), torch.cat(iou_l), torch.cat(stab_l), torch.cat(pts_l)
+            self.timings["candidates"] += int(masks.shape[0])      # through the filters, before NMS
             boxes = batched_mask_to_box(masks)
             keep = batched_nms(boxes.float(), iou, torch.zeros(len(boxes), device=boxes.device),
                                iou_threshold=self.box_nms_thresh)
