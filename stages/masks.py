@@ -385,11 +385,16 @@ class SamMaskSource(MaskSource):
         defaults = sam_generator_defaults()
         params = dict(params or {})
         own = {k: params.pop(k) for k in SAM_SOURCE_KEYS if k in params}
-        generator = str(generator or own.get("generator") or "batched").lower()
+        def pick(given, key, default):
+            return given if given is not None else own[key] if own.get(key) is not None else default
+
+        generator = str(pick(generator, "generator", "batched")).lower()
         if generator not in SAM_GENERATORS:
             raise ValueError(f"unknown SAM generator {generator!r}; choose {' or '.join(SAM_GENERATORS)}")
-        encoder_batch = int(encoder_batch or own.get("encoder_batch") or 4)
-        precision = str(precision or own.get("precision") or "fp32").lower()
+        encoder_batch = int(pick(encoder_batch, "encoder_batch", 4))
+        if encoder_batch < 1:
+            raise ValueError(f"entities.sam.encoder_batch must be >= 1, got {encoder_batch}")
+        precision = str(pick(precision, "precision", "fp32")).lower()
         unknown = sorted(set(params) - set(defaults))
         if unknown:
             raise ValueError(f"unknown SAM generator parameter(s) {', '.join(unknown)}; valid: "

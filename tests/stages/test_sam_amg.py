@@ -175,5 +175,7 @@ def test_options_provenance_and_errors(tiny):
         SamMaskSource("tiny_test", tiny, device="cpu", params={"generator": "official", "precision": "bf16"})
     with pytest.raises(ValueError, match="precision"):
         _batched(tiny, {}, precision="fp8")
+    with pytest.raises(ValueError, match="encoder_batch"):
+        _batched(tiny, {}, encoder_batch=0)
     with pytest.raises(ValueError, match="point_grids"):
         BatchedMaskGenerator(build_sam_model("tiny_test"), point_grids=[np.zeros((1, 2))])
