@@ -13,9 +13,10 @@ model, same parameters, same meaning) but runs the way a GPU wants:
   (``torchvision.ops.batched_nms``) and the overlap rule that turns the masks into one id
   map all run on the model's device; nothing is encoded to RLE and decoded again;
 * masks exist only at the input image's size (the profile frame, e.g. 576x320) as booleans.
-  The low-resolution logits are upsampled exactly as segment-anything does (bilinear to the
-  model's square input, crop the padding, bilinear to the image size), transiently, chunk by
-  chunk, so the thresholds see the same logits.
+  The low-resolution logits are upsampled to the same numbers as segment-anything's
+  (bilinear to the model's square input, crop the padding, bilinear to the image size;
+  ``upsample_logits`` skips the rows of the square that the crop drops), transiently, chunk
+  by chunk, so the thresholds see the same logits.
 
 Public API
 ----------
@@ -33,6 +34,8 @@ min_mask_region_area=0, crop_n_layers=0, encoder_batch=4, precision="fp32", **ig
                ``stability_score`` (K,) float32, ``boxes`` (K, 4) XYXY, ``points`` (K, 2)
                float64, in the official generator's record order; ``areas()``; ``records()``
                (the official generator's record dicts, for comparisons).
+``upsample_logits(low, img_size, input_size, orig_size)``
+    ``Sam.postprocess_masks`` with the same numbers, skipping the cropped-off rows.
 ``paint_id_map(masks, areas, predicted_iou, stability_score) -> (labels, per_mask)``
     the overlap rule of ``stages.masks.resolve_overlaps`` on the device (same result).
 
@@ -67,7 +70,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["BatchedMaskGenerator", "AmgMasks", "paint_id_map", "BATCHED_DEFAULTS", "UNSUPPORTED"]
+__all__ = ["BatchedMaskGenerator", "AmgMasks", "paint_id_map", "upsample_logits", "BATCHED_DEFAULTS", "UNSUPPORTED"]
 
 # Our defaults where they differ from segment-anything's (the rest are the package's).
 BATCHED_DEFAULTS = {"points_per_batch": 256}
@@ -141,6 +144,35 @@ def paint_id_map(masks, areas: Sequence[int], predicted_iou: Sequence[float],
     per_mask = np.zeros(k, np.int64)
     per_mask[np.asarray(order)] = per_rank[1:]
     return labels, per_mask
+
+
+UPSAMPLE_CHUNK = 128   # masks per upsampling call (a 1024x1024 float intermediate is 4 MB each)
+
+
+def upsample_logits(low, img_size: int, input_size: tuple[int, int], orig_size: tuple[int, int]):
+    """``Sam.postprocess_masks``: (B, C, h, w) low-resolution logits -> bilinear to
+    (img_size, img_size), crop to ``input_size``, bilinear to ``orig_size`` - with the same
+    numbers, computing only the rows of the square intermediate that the crop keeps.
+
+    With ``align_corners=False`` an output row y of a resize by the integer factor f reads
+    the input rows around (y + 0.5) / f - 0.5 with weights that depend only on f; resizing
+    the first r input rows to r * f rows gives the same scale 1 / f, so its rows are the full
+    resize's rows while they stay two input rows clear of the cut (r = ceil(ih / f) + 2).
+    A landscape frame (576x320 -> 1024x569) skips 44 % of the intermediate. Bit-identical
+    to ``postprocess_masks`` on the CPU (tests/stages/test_sam_amg.py, at ViT and tiny sizes);
+    other cases (a non-integer factor) call the plain two resizes."""
+    import torch.nn.functional as F
+
+    lh, lw = low.shape[-2:]
+    ih, iw = (int(v) for v in input_size)
+    f = img_size // lh if lh == lw and img_size % lh == 0 else 0
+    r = -(-ih // f) + 2 if f else lh
+    if f and r < lh:
+        x = F.interpolate(low[..., :r, :], (r * f, img_size), mode="bilinear", align_corners=False)
+    else:
+        x = F.interpolate(low, (img_size, img_size), mode="bilinear", align_corners=False)
+    x = x[..., :ih, :iw]
+    return F.interpolate(x, tuple(int(v) for v in orig_size), mode="bilinear", align_corners=False)
 
 
 class BatchedMaskGenerator:
@@ -262,11 +294,15 @@ class BatchedMaskGenerator:
                     low, iou, pts = low[keep], iou[keep], pts[keep.cpu()]
                 if low.shape[0] == 0:
                     continue
-                # the official upsampling (Sam.postprocess_masks), per mask
-                logits = m.postprocess_masks(low[:, None], input_size, orig_size)[:, 0]
-                stab = calculate_stability_score(logits, thr, self.stability_score_offset)
-                masks = logits > thr
-                del logits
+                # the official upsampling (Sam.postprocess_masks), UPSAMPLE_CHUNK masks at a time
+                stab, masks = [], []
+                for c in range(0, low.shape[0], UPSAMPLE_CHUNK):
+                    logits = upsample_logits(low[c:c + UPSAMPLE_CHUNK, None], m.image_encoder.img_size,
+                                             input_size, orig_size)[:, 0]
+                    stab.append(calculate_stability_score(logits, thr, self.stability_score_offset))
+                    masks.append(logits > thr)
+                    del logits
+                stab, masks = torch.cat(stab), torch.cat(masks)
                 if self.stability_score_thresh > 0.0:
                     keep = stab >= self.stability_score_thresh
                     masks, iou, stab, pts = masks[keep], iou[keep], stab[keep], pts[keep.cpu()]

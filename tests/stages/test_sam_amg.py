@@ -21,7 +21,7 @@ import pytest
 
 from pipeline.synthetic import random_scene
 from stages.masks import NO_ENTITY, SamMaskSource, build_sam_model, resolve_overlaps
-from stages.sam_amg import BatchedMaskGenerator, paint_id_map
+from stages.sam_amg import BatchedMaskGenerator, paint_id_map, upsample_logits
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("segment_anything")
@@ -179,3 +179,19 @@ def test_options_provenance_and_errors(tiny):
         _batched(tiny, {}, encoder_batch=0)
     with pytest.raises(ValueError, match="point_grids"):
         BatchedMaskGenerator(build_sam_model("tiny_test"), point_grids=[np.zeros((1, 2))])
+
+
+@pytest.mark.parametrize("img, low, frame", [(1024, 256, (320, 576)), (1024, 256, (720, 1280)), (1024, 256, (576, 320)),
+                                             (128, 32, (320, 576)), (128, 32, (96, 160)), (1024, 256, (300, 301))])
+def test_upsample_logits_is_postprocess_masks(img, low, frame):
+    """Same numbers as Sam.postprocess_masks, at ViT sizes (1024 input, 256 logits) too."""
+    from types import SimpleNamespace
+
+    from segment_anything.modeling import Sam
+    from segment_anything.utils.transforms import ResizeLongestSide
+
+    torch.manual_seed(1)
+    x = torch.randn(6, 1, low, low) * 4
+    input_size = ResizeLongestSide.get_preprocess_shape(frame[0], frame[1], img)
+    ref = Sam.postprocess_masks(SimpleNamespace(image_encoder=SimpleNamespace(img_size=img)), x, input_size, frame)
+    assert torch.equal(upsample_logits(x, img, input_size, frame), ref)
