@@ -417,6 +417,8 @@ class SamMaskSource(MaskSource):
         self.model_type, self.checkpoint = model_type, checkpoint
         self.model = load_sam(model_type, checkpoint, device)
         self.device = str(next(self.model.parameters()).device)
+        if precision == "bf16" and not self.device.startswith("cuda"):
+            raise ValueError(f"entities.sam.precision bf16 runs on CUDA only; the model is on {self.device}")
         if generator == "batched":
             from .sam_amg import BatchedMaskGenerator
 

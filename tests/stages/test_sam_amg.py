@@ -175,6 +175,8 @@ def test_options_provenance_and_errors(tiny):
         SamMaskSource("tiny_test", tiny, device="cpu", params={"generator": "official", "precision": "bf16"})
     with pytest.raises(ValueError, match="precision"):
         _batched(tiny, {}, precision="fp8")
+    with pytest.raises(ValueError, match="CUDA only"):
+        _batched(tiny, {}, precision="bf16")
     with pytest.raises(ValueError, match="encoder_batch"):
         _batched(tiny, {}, encoder_batch=0)
     with pytest.raises(ValueError, match="point_grids"):
