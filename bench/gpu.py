@@ -2,6 +2,7 @@
 
     python bench/gpu.py                 # on a GPU machine: about 3-5 minutes
     python bench/gpu.py --cpu --quick   # tiny sizes on the CPU (checks that everything runs)
+    python bench/gpu.py --only sam --budget-s 500   # only the SAM section (ViT-H/L/B)
     python bench/gpu.py --unimatch-source ~/src/unimatch   # also UniMatch (source only)
 
 Prints, at the profile size 576x320 (HD):
@@ -10,8 +11,10 @@ Prints, at the profile size 576x320 (HD):
   small and large (``stages.flow_torch.RAFTFlow``), UniMatch when its source folder is given;
   the random weights are saved to a temporary checkpoint and loaded through the backend's
   real loading code, as a user's weights file would be;
-* SAM automatic masks, seconds per clip (first frame), ViT-B, through the pipeline's mask
-  source (``stages.masks.SamMaskSource``; segment-anything directly if that module is absent);
+* SAM automatic masks, seconds per clip (first frame) at ViT-H/L/B, 32x32 points:
+  segment-anything's SamAutomaticMaskGenerator against ours (``stages.sam_amg``), encoder
+  batch 1 and 4, decoder batch 256 and 1024, fp32 and bf16, with the share of time outside
+  the networks ("post"), through the pipeline's mask source (``bench/sam.py``);
 * CoTracker3 seconds per clip (16 frames, 8 queries) when the ``cotracker`` package is
   importable (else the reason it was skipped);
 * GPU utilisation during each measurement (``nvidia-smi`` sampled every 0.1 s, else
@@ -247,63 +250,28 @@ def bench_dis_reference(width: int, height: int, pairs: int) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- SAM
-def bench_sam(device, tmp: str, model_type: str, width: int, height: int, clips: int, params: dict,
-              batch_sizes, budget: Budget) -> list[dict]:
+def bench_sam(device, model_types, n_images: int, points_per_side: int, configs, budget: Budget) -> list[dict]:
+    """segment-anything's automatic mask generator vs ours (``stages.sam_amg``) through the
+    ``sam`` mask source, per model size: ``bench.sam.bench_sam_amg`` (random weights with
+    rescaled logits, thresholds calibrated to keep 30 % x 50 % of the candidates)."""
     import torch
 
-    frames = [_clip(width, height, 1, seed=10 + i) for i in range(clips)]
-    rows = []
-    try:
-        from stages.masks import SamMaskSource, build_sam_model
+    from bench.sam import bench_sam_amg
 
-        api = "stages.masks.SamMaskSource"
-    except ImportError:
-        SamMaskSource = build_sam_model = None
-        api = "segment_anything.SamAutomaticMaskGenerator (stages.masks absent)"
-    torch.manual_seed(0)
-    if build_sam_model is not None:
-        net = build_sam_model(model_type)
-    else:
-        from segment_anything import sam_model_registry
-
-        net = sam_model_registry[model_type](checkpoint=None)
-    ckpt = os.path.join(tmp, f"sam_{model_type}_random.pth")
-    torch.save(net.state_dict(), ckpt)
-    for bs in batch_sizes:
-        row = {"stage": "sam masks", "model": f"sam_{model_type}", "points_per_batch": bs, "api": api,
-               "size": f"{width}x{height}", "clips": clips, **{k: v for k, v in params.items()}}
-        if not budget.ok(20):
-            rows.append({**row, "skipped": "time budget"})
+    out = []
+    for mt in model_types:
+        if not budget.ok(30):
+            out.append({"model": f"sam_{mt}", "rows": [], "skipped": "time budget"})
             continue
         try:
-            if SamMaskSource is not None:
-                src = SamMaskSource(model_type=model_type, checkpoint=ckpt, device=str(device), batch_size=bs,
-                                    params=params)
-                counts = []
-
-                def run():
-                    for f in frames:
-                        em = src.masks(f, None, {}, {})
-                        counts.append(len(em.ids))
-            else:
-                from segment_anything import SamAutomaticMaskGenerator
-
-                net.to(device).eval()
-                gen = SamAutomaticMaskGenerator(net, points_per_batch=bs, **params)
-                counts = []
-
-                def run():
-                    with torch.inference_mode():
-                        for f in frames:
-                            counts.append(len(gen.generate(f[0])))
-            m = _measure(device, run, repeats=1, warmup=0 if device.type == "cpu" else 1)
-            rows.append({**row, **m, "seconds_per_clip": round(m["seconds"] / clips, 3),
-                         "masks_per_clip": round(float(np.mean(counts[-clips:])), 1) if counts else 0})
+            res = bench_sam_amg(mt, str(device), n_images, points_per_side, configs,
+                                budget_s=max(0.0, budget.left() - 20))
         except Exception as e:
-            rows.append({**row, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"})
+            res = {"model": mt, "rows": [], "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+        out.append(res)
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    return rows
+    return out
 
 
 # ----------------------------------------------------------------------------- CoTracker
@@ -360,17 +328,21 @@ def _table(res: dict) -> str:
         util = "-" if r.get("util_mean") is None else f"{r['util_mean']:.0f}/{r['util_max']:.0f}"
         lines.append(f"  {r['backend']:<10} {r['model']:<18} {r['precision']:<5} {r['batch_size']:>5} "
                      f"{r['pairs_per_s']:>9.1f} {util:>15} {r.get('peak_mem_gb', '-'):>7}")
-    for title, key in (("SAM automatic masks, seconds per clip", "sam"), ("CoTracker, seconds per clip", "cotracker")):
-        lines.append(title)
-        for r in res[key]:
-            if "skipped" in r or "error" in r:
-                lines.append(f"  {'skipped: ' + r['skipped'] if 'skipped' in r else 'error: ' + r['error']}")
-                continue
-            util = "-" if r.get("util_mean") is None else f"{r['util_mean']:.0f}/{r['util_max']:.0f}"
-            what = (f"{r['model']} points_per_side {r.get('points_per_side')} points_per_batch {r['points_per_batch']}, "
-                    f"{r.get('masks_per_clip')} masks" if key == "sam" else f"{r['frames']} frames, {r['queries']} queries")
-            lines.append(f"  {r['size']} {what}: {r['seconds_per_clip']:.3f} s/clip, util% {util}, "
-                         f"mem {r.get('peak_mem_gb', '-')} GB")
+    from bench.sam import sam_table
+
+    for res_sam in res["sam"]:
+        if "skipped" in res_sam or "error" in res_sam:
+            lines.append(f"SAM {res_sam['model']}: {res_sam.get('skipped') or res_sam.get('error')}")
+        else:
+            lines.append(sam_table(res_sam))
+    lines.append("CoTracker, seconds per clip")
+    for r in res["cotracker"]:
+        if "skipped" in r or "error" in r:
+            lines.append(f"  {'skipped: ' + r['skipped'] if 'skipped' in r else 'error: ' + r['error']}")
+            continue
+        util = "-" if r.get("util_mean") is None else f"{r['util_mean']:.0f}/{r['util_max']:.0f}"
+        lines.append(f"  {r['size']} {r['frames']} frames, {r['queries']} queries: {r['seconds_per_clip']:.3f} s/clip, "
+                     f"util% {util}, mem {r.get('peak_mem_gb', '-')} GB")
     return "\n".join(lines)
 
 
@@ -382,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--unimatch-source", default=os.environ.get("UNIMATCH_SOURCE"),
                     help="UniMatch source folder (else UniMatch is skipped)")
     ap.add_argument("--budget-s", type=float, default=280.0, help="stop starting measurements after this")
+    ap.add_argument("--only", nargs="+", choices=("flow", "sam", "cotracker"), default=None,
+                    help="run only these sections (e.g. --only sam)")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: torch's own; 1 with --cpu --quick, which only checks that it runs)")
     ap.add_argument("--results", default=os.path.join(ROOT, "bench", "results"), help="JSON output folder")
@@ -413,14 +387,17 @@ def main(argv: list[str] | None = None) -> int:
     if quick:
         w, h, pairs = 128, 128, 2
         combos, models = [("fp32", 1), ("fp32", 2), ("bf16", 2)], ("small",)
-        sam_model, sam_params, sam_bs, sam_clips = "tiny_test", {"points_per_side": 4}, (16,), 1
+        sam_models, sam_images, sam_points = ("tiny_test",), 2, 8
+        sam_configs = (("official", 64, 1, "fp32"), ("batched", 256, 1, "fp32"), ("batched", 256, 2, "fp32"))
         co = dict(width=128, height=128, frames=4, queries=2, clips=1)
         uni_combos = [("fp32", 1)]
     else:
         w, h, pairs = 576, 320, 32
         combos = [(p, b) for p in ("fp32", "bf16") for b in (1, 4, 8, 16, 32)]
         models = ("small", "large")
-        sam_model, sam_params, sam_bs, sam_clips = "vit_b", {"points_per_side": 32}, (64, 256), 3
+        sam_models, sam_images, sam_points = ("vit_h", "vit_l", "vit_b"), 4, 32
+        sam_configs = (("official", 64, 1, "fp32"), ("batched", 256, 1, "fp32"), ("batched", 256, 4, "fp32"),
+                       ("batched", 1024, 4, "fp32"), ("batched", 256, 4, "bf16"))
         co = dict(width=576, height=320, frames=16, queries=8, clips=3)
         uni_combos = [(p, b) for p in ("fp32", "bf16") for b in (1, 4, 8, 16)]
     res: dict[str, Any] = {"device": str(device), "device_name": name, "torch": torch.__version__, "quick": quick,
@@ -428,16 +405,21 @@ def main(argv: list[str] | None = None) -> int:
                            "flow_size": f"{w}x{h}", "flow_pairs_per_measure": pairs}
     tmp = tempfile.mkdtemp(prefix="bench-gpu-")
     try:
-        print(f"[gpu bench] flow (RAFT) on {name}", file=sys.stderr, flush=True)
-        res["flow"] = bench_raft(device, tmp, w, h, combos, pairs, budget, models=models,
-                                 iters=2 if quick else 12)
-        print("[gpu bench] flow (UniMatch)", file=sys.stderr, flush=True)
-        res["flow"] += bench_unimatch(device, tmp, args.unimatch_source, w, h, uni_combos, pairs, budget)
-        res["flow"] += bench_dis_reference(w, h, pairs)
-        print("[gpu bench] SAM", file=sys.stderr, flush=True)
-        res["sam"] = bench_sam(device, tmp, sam_model, w, h, sam_clips, sam_params, sam_bs, budget)
-        print("[gpu bench] CoTracker", file=sys.stderr, flush=True)
-        res["cotracker"] = bench_cotracker(device, tmp, budget=budget, **co)
+        only = set(args.only or ("flow", "sam", "cotracker"))
+        res["flow"], res["sam"], res["cotracker"] = [], [], []
+        if "flow" in only:
+            print(f"[gpu bench] flow (RAFT) on {name}", file=sys.stderr, flush=True)
+            res["flow"] = bench_raft(device, tmp, w, h, combos, pairs, budget, models=models,
+                                     iters=2 if quick else 12)
+            print("[gpu bench] flow (UniMatch)", file=sys.stderr, flush=True)
+            res["flow"] += bench_unimatch(device, tmp, args.unimatch_source, w, h, uni_combos, pairs, budget)
+            res["flow"] += bench_dis_reference(w, h, pairs)
+        if "sam" in only:
+            print("[gpu bench] SAM", file=sys.stderr, flush=True)
+            res["sam"] = bench_sam(device, sam_models, sam_images, sam_points, sam_configs, budget)
+        if "cotracker" in only:
+            print("[gpu bench] CoTracker", file=sys.stderr, flush=True)
+            res["cotracker"] = bench_cotracker(device, tmp, budget=budget, **co)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     res["seconds"] = round(time.perf_counter() - t0, 1)
