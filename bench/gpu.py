@@ -17,6 +17,9 @@ Prints, at the profile size 576x320 (HD):
   the networks ("post"), through the pipeline's mask source (``bench/sam.py``);
 * CoTracker3 seconds per clip (16 frames, 8 queries) when the ``cotracker`` package is
   importable (else the reason it was skipped);
+* the GPU stages end to end (``bench_e2e``): JPEG decode on the device, RAFT large forward
+  and backward flow, SAM ViT-H automatic masks, for batches of 1, 4 and 8 clips: clips/s
+  per GPU and GPU busy %;
 * GPU utilisation during each measurement (``nvidia-smi`` sampled every 0.1 s, else
   ``torch.cuda.utilization``) and peak GPU memory.
 
@@ -274,6 +277,73 @@ def bench_sam(device, model_types, n_images: int, points_per_side: int, configs,
     return out
 
 
+# ----------------------------------------------------------------------------- the GPU stages end to end
+def bench_e2e(device, tmp: str, width: int, height: int, frames: int, clips: int, batches, budget: Budget,
+              raft_model: str = "large", sam_model: str = "vit_h", points_per_side: int = 32) -> list[dict]:
+    """The GPU side of the pipeline's GPU plan at real sizes, random weights, one GPU: per
+    batch of B clips, what the GPU operators do (``pipeline.run``): decode the stored JPEGs
+    on the device (``torchvision.io.decode_jpeg``), RAFT forward flow of every pair of the B
+    clips in one call (``forward_many``) and the backward flow (anchor reliability, entity
+    checks), then SAM's automatic masks of the B first frames (``stages.sam_amg``, image
+    embeddings batched). Clips/s per GPU and GPU busy % (utilisation sampled during the run)
+    for B = 1 against the larger batches. CoTracker3 is not included: it is not installable
+    here (source only; ``bench_cotracker`` measures it where the package is present)."""
+    import cv2
+    import torch
+    import torchvision
+    from torchvision.models.optical_flow import raft_large, raft_small
+
+    from bench.sam import calibrate, make_model
+    from stages.flow import make_flow_backend
+    from stages.sam_amg import BatchedMaskGenerator
+
+    torch.manual_seed(0)
+    ckpt = os.path.join(tmp, f"raft_{raft_model}_e2e.pth")
+    torch.save((raft_large if raft_model == "large" else raft_small)(weights=None).state_dict(), ckpt)
+    raft = make_flow_backend("raft", checkpoint=ckpt, device=str(device), batch_size=16)
+    jpegs = []
+    for k in range(clips):
+        fr = _clip(width, height, frames, seed=100 + k)
+        jpegs.append([cv2.imencode(".jpg", f[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes() for f in fr])
+    first = np.stack([cv2.imdecode(np.frombuffer(j[0], np.uint8), cv2.IMREAD_COLOR)[..., ::-1] for j in jpegs])
+    sam = make_model(sam_model, str(device), first[0])
+    params = calibrate(sam, first[0], points_per_side, 0.3, 0.5)
+    rows = []
+    for b in batches:
+        if not budget.ok(60):
+            rows.append({"stage": "e2e", "batch_clips": b, "skipped": "time budget"})
+            continue
+        amg = BatchedMaskGenerator(sam, points_per_batch=256, encoder_batch=b, **params)
+
+        def run_all():
+            for i in range(0, clips, b):
+                group = jpegs[i:i + b]
+                if device.type == "cuda":
+                    data = [torch.frombuffer(bytearray(j), dtype=torch.uint8) for c in group for j in c]
+                    dec = torchvision.io.decode_jpeg(data, device=device)
+                    vids = [torch.stack(dec[k * frames:(k + 1) * frames]).permute(0, 2, 3, 1).cpu().numpy()
+                            for k in range(len(group))]
+                else:
+                    vids = [np.stack([cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+                                      for j in c]) for c in group]
+                raft.forward_many(vids)
+                for v in vids:
+                    raft.backward(v)
+                amg.generate_many([v[0] for v in vids])
+
+        m = _measure(device, run_all, repeats=1, warmup=0 if b > 1 else 1)
+        rows.append({"stage": "e2e", "batch_clips": b, "clips": clips, "size": f"{width}x{height}", "frames": frames,
+                     "raft": raft_model, "sam": sam_model, "points_per_side": points_per_side,
+                     "clips_per_s": round(clips / m["seconds"], 3), **m})
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    base = next((r for r in rows if r.get("batch_clips") == 1 and "clips_per_s" in r), None)
+    for r in rows:
+        if base and "clips_per_s" in r:
+            r["vs_batch_1"] = round(r["clips_per_s"] / base["clips_per_s"], 2)
+    return rows
+
+
 # ----------------------------------------------------------------------------- CoTracker
 def bench_cotracker(device, tmp: str, width: int, height: int, frames: int, queries: int, clips: int,
                     budget: Budget) -> list[dict]:
@@ -343,6 +413,16 @@ def _table(res: dict) -> str:
         util = "-" if r.get("util_mean") is None else f"{r['util_mean']:.0f}/{r['util_max']:.0f}"
         lines.append(f"  {r['size']} {r['frames']} frames, {r['queries']} queries: {r['seconds_per_clip']:.3f} s/clip, "
                      f"util% {util}, mem {r.get('peak_mem_gb', '-')} GB")
+    if res.get("e2e"):
+        lines.append("GPU stages end to end (JPEG decode, RAFT forward + backward, SAM automatic masks), random weights:")
+        for r in res["e2e"]:
+            if "skipped" in r:
+                lines.append(f"  batch {r['batch_clips']} clips: skipped: {r['skipped']}")
+                continue
+            util = "-" if r.get("util_mean") is None else f"{r['util_mean']:.0f}/{r['util_max']:.0f}"
+            lines.append(f"  batch {r['batch_clips']} clips ({r['raft']} RAFT, sam_{r['sam']}, {r['size']} x "
+                         f"{r['frames']}): {r['clips_per_s']:.3f} clips/s per GPU ({r.get('vs_batch_1', '-')}x batch 1), "
+                         f"GPU busy % {util}, mem {r.get('peak_mem_gb', '-')} GB")
     return "\n".join(lines)
 
 
@@ -354,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--unimatch-source", default=os.environ.get("UNIMATCH_SOURCE"),
                     help="UniMatch source folder (else UniMatch is skipped)")
     ap.add_argument("--budget-s", type=float, default=280.0, help="stop starting measurements after this")
-    ap.add_argument("--only", nargs="+", choices=("flow", "sam", "cotracker"), default=None,
+    ap.add_argument("--only", nargs="+", choices=("flow", "sam", "cotracker", "e2e"), default=None,
                     help="run only these sections (e.g. --only sam)")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: torch's own; 1 with --cpu --quick, which only checks that it runs)")
@@ -391,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
         sam_configs = (("official", 64, 1, "fp32"), ("batched", 256, 1, "fp32"), ("batched", 256, 2, "fp32"))
         co = dict(width=128, height=128, frames=4, queries=2, clips=1)
         uni_combos = [("fp32", 1)]
+        e2e = dict(width=128, height=96, frames=3, clips=2, batches=(1, 2), raft_model="small",
+                   sam_model="tiny_test", points_per_side=4)
     else:
         w, h, pairs = 576, 320, 32
         combos = [(p, b) for p in ("fp32", "bf16") for b in (1, 4, 8, 16, 32)]
@@ -400,13 +482,14 @@ def main(argv: list[str] | None = None) -> int:
                        ("batched", 1024, 4, "fp32"), ("batched", 256, 4, "bf16"))
         co = dict(width=576, height=320, frames=16, queries=8, clips=3)
         uni_combos = [(p, b) for p in ("fp32", "bf16") for b in (1, 4, 8, 16)]
+        e2e = dict(width=576, height=320, frames=16, clips=8, batches=(1, 4, 8))
     res: dict[str, Any] = {"device": str(device), "device_name": name, "torch": torch.__version__, "quick": quick,
                            "torch_threads": torch.get_num_threads(),
                            "flow_size": f"{w}x{h}", "flow_pairs_per_measure": pairs}
     tmp = tempfile.mkdtemp(prefix="bench-gpu-")
     try:
-        only = set(args.only or ("flow", "sam", "cotracker"))
-        res["flow"], res["sam"], res["cotracker"] = [], [], []
+        only = set(args.only or ("flow", "sam", "cotracker", "e2e"))
+        res["flow"], res["sam"], res["cotracker"], res["e2e"] = [], [], [], []
         if "flow" in only:
             print(f"[gpu bench] flow (RAFT) on {name}", file=sys.stderr, flush=True)
             res["flow"] = bench_raft(device, tmp, w, h, combos, pairs, budget, models=models,
@@ -420,6 +503,9 @@ def main(argv: list[str] | None = None) -> int:
         if "cotracker" in only:
             print("[gpu bench] CoTracker", file=sys.stderr, flush=True)
             res["cotracker"] = bench_cotracker(device, tmp, budget=budget, **co)
+        if "e2e" in only:
+            print("[gpu bench] GPU stages end to end (RAFT + SAM, batch 1 vs batched)", file=sys.stderr, flush=True)
+            res["e2e"] = bench_e2e(device, tmp, budget=budget, **e2e)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     res["seconds"] = round(time.perf_counter() - t0, 1)
