@@ -168,6 +168,16 @@ def track_points(points: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.n
     return tracks.astype(np.float32), visible
 
 
+def _check_track_inputs(tracks, visible, backward_flow) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    tracks = np.asarray(tracks)
+    visible = np.asarray(visible, dtype=bool)
+    back = np.asarray(backward_flow)
+    if back.ndim != 4 or back.shape[1] != 2 or tracks.ndim != 3 or back.shape[0] != tracks.shape[1] - 1:
+        raise ValueError(f"tracks (A, L, 2) and backward flow (L-1, 2, H, W) expected, got {tracks.shape} "
+                         f"and {back.shape}")
+    return tracks, visible, back
+
+
 def fb_errors(tracks: np.ndarray, visible: np.ndarray, backward_flow: np.ndarray) -> np.ndarray:
     """Forward-backward error of every step of every track: ``(A, L-1)`` float32 px.
 
@@ -177,12 +187,7 @@ def fb_errors(tracks: np.ndarray, visible: np.ndarray, backward_flow: np.ndarray
     ``|d + b|``: how far the surface found at the step's end comes back from where it
     started. A step whose end or start is not visible gets ``inf``.
     """
-    tracks = np.asarray(tracks)
-    visible = np.asarray(visible, dtype=bool)
-    back = np.asarray(backward_flow)
-    if back.ndim != 4 or back.shape[1] != 2 or tracks.ndim != 3 or back.shape[0] != tracks.shape[1] - 1:
-        raise ValueError(f"tracks (A, L, 2) and backward flow (L-1, 2, H, W) expected, got {tracks.shape} "
-                         f"and {back.shape}")
+    tracks, visible, back = _check_track_inputs(tracks, visible, backward_flow)
     a, length = tracks.shape[:2]
     err = np.full((a, length - 1), np.inf, np.float32)
     for t in range(length - 1):
@@ -205,12 +210,7 @@ def roundtrip_errors(tracks: np.ndarray, visible: np.ndarray, backward_flow: np.
     position. ``err[:, 0] = 0``; ``inf`` where the track is not visible at t or the chain
     back leaves the frame.
     """
-    tracks = np.asarray(tracks)
-    visible = np.asarray(visible, dtype=bool)
-    back = np.asarray(backward_flow)
-    if back.ndim != 4 or back.shape[1] != 2 or tracks.ndim != 3 or back.shape[0] != tracks.shape[1] - 1:
-        raise ValueError(f"tracks (A, L, 2) and backward flow (L-1, 2, H, W) expected, got {tracks.shape} "
-                         f"and {back.shape}")
+    tracks, visible, back = _check_track_inputs(tracks, visible, backward_flow)
     a, length = tracks.shape[:2]
     _, _, h, w = back.shape
     err = np.full((a, length), np.inf, np.float32)
