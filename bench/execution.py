@@ -2,7 +2,8 @@
 
 1. A dataset that fits in one shard (HD, default settings), run as a user runs it
    (``python -m pipeline run``, a fresh process each, Ray start included) with 1 and 2
-   workers: wall seconds and the ratio.
+   workers: wall seconds and the ratio; and the same through ``pipeline.run.run`` with
+   per-clip timestamps: the start-up (to the first clip) and the steady rate after it.
 2. The same run killed (SIGKILL of the driver) once about 75 % of its clips are staged, then
    resumed: the resume's wall seconds as a fraction of the uninterrupted run's, and whether
    the three outputs (1 worker, 2 workers, killed + resumed) are byte-identical.
@@ -68,9 +69,41 @@ def _timed_run(data: str, out: str, workers: int, fresh: bool = True) -> dict[st
     return {"workers": workers, "wall_s": round(wall, 2), "tars": _tar_digest(out)}
 
 
+STEADY_SCRIPT = r'''
+import json, sys, time
+sys.path.insert(0, {root!r})
+from pipeline.config import Config
+from pipeline.run import run
+t0 = time.perf_counter()
+times = []
+progress = lambda *a: None
+progress.clip = lambda r: times.append(time.perf_counter() - t0)
+res = run(Config().replace(**{{"ray.num_workers": {workers}}}), "webvid", {data!r}, {out!r}, force=True,
+          progress=progress)
+k = min({workers}, len(times)) - 1
+steady = (len(times) - 1 - k) / (times[-1] - times[k]) if len(times) > k + 1 and times[-1] > times[k] else None
+print(json.dumps({{"workers": {workers}, "run_s": round(time.perf_counter() - t0, 2), "first_clip_s": round(times[0], 2),
+                  "steady_clips_per_s": round(steady, 3) if steady else None}}))
+'''
+
+
+def _steady_run(data: str, out: str, workers: int) -> dict[str, Any]:
+    """``pipeline.run.run`` in a fresh process with per-clip timestamps: the steady rate
+    (clips after the first per worker / the time they took) beside the start-up."""
+    shutil.rmtree(out, ignore_errors=True)
+    _wait_ray_gone()
+    code = STEADY_SCRIPT.format(root=ROOT, workers=workers, data=data, out=out)
+    p = subprocess.run([PY, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    if p.returncode != 0:
+        raise RuntimeError(f"steady run failed:\n{p.stderr[-3000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
 def one_shard(data: str, work: str, clips: int) -> dict[str, Any]:
     r1 = _timed_run(data, os.path.join(work, "w1"), 1)
     r2 = _timed_run(data, os.path.join(work, "w2"), 2)
+    s1 = _steady_run(data, os.path.join(work, "s1"), 1)
+    s2 = _steady_run(data, os.path.join(work, "s2"), 2)
     # killed at ~75 % of the clips staged, then resumed (2 workers, as the full run above)
     out = os.path.join(work, "killed")
     shutil.rmtree(out, ignore_errors=True)
@@ -92,6 +125,9 @@ def one_shard(data: str, work: str, clips: int) -> dict[str, Any]:
     return {
         "clips": clips, "w1": r1, "w2": r2,
         "speedup_2_vs_1": round(r1["wall_s"] / r2["wall_s"], 3),
+        "steady": {"1": s1, "2": s2},
+        "steady_2_vs_1": round(s2["steady_clips_per_s"] / s1["steady_clips_per_s"], 3)
+        if s1.get("steady_clips_per_s") and s2.get("steady_clips_per_s") else None,
         "killed_after_s": round(killed_after, 2), "staged_at_kill": staged,
         "resume_wall_s": resumed["wall_s"], "resume_fraction": round(resumed["wall_s"] / r2["wall_s"], 3),
         "identical": len({r1["tars"], r2["tars"], resumed["tars"]}) == 1,

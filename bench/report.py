@@ -194,7 +194,12 @@ def format_table(r: dict) -> str:
         for k in ("w1", "w2"):
             v = one.get(k) or {}
             rows.append((f"  {v.get('workers')} worker(s): wall s", "", _f(v.get("wall_s"))))
-        rows.append(("  2 workers / 1 worker", "", _f(one.get("speedup_2_vs_1"), 2)))
+        rows.append(("  2 workers / 1 worker (wall)", "", _f(one.get("speedup_2_vs_1"), 2)))
+        for k in ("1", "2"):
+            v = (one.get("steady") or {}).get(k) or {}
+            rows.append((f"  {k} worker(s): first clip s, steady clips/s after it", "",
+                         f"{_f(v.get('first_clip_s'))}, {_f(v.get('steady_clips_per_s'), 2)}"))
+        rows.append(("  2 workers / 1 worker (steady)", "", _f(one.get("steady_2_vs_1"), 2)))
         rows.append((f"  killed at {one.get('staged_at_kill')} clips staged, resumed: wall s (of a full run)", "",
                      f"{_f(one.get('resume_wall_s'))} ({_f(one.get('resume_fraction'), 2)})"))
         rows.append(("  tars identical (1 worker, 2 workers, killed + resumed)", "", str(one.get("identical"))))

@@ -424,6 +424,9 @@ class RunProgress:
             use_rich = bool(getattr(self.stream, "isatty", lambda: False)())
         self.label = label
         self.counts: Counter = Counter()
+        self.clips_seen = 0
+        self.clip_every_s = 10.0
+        self._last_line = self.t0
         self.stage_seconds: Counter = Counter()
         self._rich = None
         if use_rich:
@@ -470,9 +473,25 @@ class RunProgress:
             self._rich.update(self._task, total=total, completed=done, eta=_hms(eta),
                               info=info if len(info) <= room else info[:room - 1] + "…")
             return
+        self._last_line = self._time()
         tag = "skipped (done)" if st.get("skipped") else f"{st.get('seconds', 0.0):.1f}s"
         print(f"[{done}/{total} {self.label} {done / max(total, 1):.0%}] shard {int(st['shard']):06d} {tag} | "
               f"{self.info()} | elapsed {_hms(elapsed)} ETA {_hms(eta)}", file=self.stream, flush=True)
+
+    def clip(self, r: dict) -> None:
+        """One clip computed (``pipeline.run`` calls it per clip): shards of many clips are
+        long, so a plain stream gets a line at most every ``clip_every_s`` seconds between
+        shard lines, and the rich bar shows the count."""
+        self.clips_seen += 1
+        now = self._time()
+        if self._rich is not None:
+            self._rich.update(self._task, description=f"{self.label} ({self.clips_seen} clips)")
+            return
+        if now - self._last_line >= self.clip_every_s:
+            self._last_line = now
+            elapsed = now - self.t0
+            print(f"  ... {self.clips_seen} clips computed | {self.clips_seen / max(elapsed, 1e-9):.2f} clips/s | "
+                  f"elapsed {_hms(elapsed)}", file=self.stream, flush=True)
 
     def close(self) -> None:
         if self._rich is not None:

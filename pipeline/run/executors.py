@@ -139,7 +139,7 @@ class RayExecutor:
         for g in self.groups:
             max_actors = max(1, min(g.max_actors, len(items))) if g.first else g.max_actors
             compute = ray.data.ActorPoolStrategy(min_size=min(g.min_actors, max_actors), max_size=max_actors,
-                                                 max_tasks_in_flight_per_actor=1 if g.first else 2)
+                                                 max_tasks_in_flight_per_actor=2)
             ds = ds.map_batches(
                 GroupOperator,
                 fn_constructor_kwargs=dict(group=g, cfg_dict=self.cfg.to_dict(), layout=self.layout,

@@ -250,4 +250,6 @@ class GroupRunner:
                 w.ok(w.members, w.state.get("meta") if w.state else None)
             except Exception as e:
                 _fail(w, e)
+        if self.commit_check is not None:
+            self.commit_check()  # fencing: a straggler of a killed run stages nothing (lock.py)
         write_part(self.layout, w)

@@ -110,7 +110,7 @@ def test_execution_table():
                                     "operators": {"flow": {"clips": 8, "mean_batch": 3.5, "wait_s": 1.0}}}}}
     t = format_table({"mode": "quick", "machine": {"cpus": 2}, "flow_default": {"backend": "dis", "preset": "medium"},
                       "config": {"hd": {"profile": "dragnuwa-hd"}, "ld": {"profile": "dragnuwa-ld"}}, **r})
-    assert "2 workers / 1 worker" in t and "1.82" in t and "20.0 (0.36)" in t and "flow [flow] 0.50" in t
+    assert "2 workers / 1 worker (wall)" in t and "1.82" in t and "20.0 (0.36)" in t and "flow [flow] 0.50" in t
     targets = {x["target"]: x for x in check_targets(r)}
     assert targets["one shard of HD clips: 2 workers >= 1.6 x 1 worker (wall, Ray start incl.)"]["met"] is True
     assert targets["killed at ~75 %, resume <= 0.7 x a full run (wall, Ray start incl.)"]["met"] is True
