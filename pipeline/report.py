@@ -490,7 +490,7 @@ class RunProgress:
         if now - self._last_line >= self.clip_every_s:
             self._last_line = now
             elapsed = now - self.t0
-            print(f"  ... {self.clips_seen} clips computed | {self.clips_seen / max(elapsed, 1e-9):.2f} clips/s | "
+            print(f"  ... {self.clips_seen} clip(s) computed | {self.clips_seen / max(elapsed, 1e-9):.2f} clips/s | "
                   f"elapsed {_hms(elapsed)}", file=self.stream, flush=True)
 
     def close(self) -> None:
