@@ -124,23 +124,13 @@ def plan_groups(cfg, target: str = "shards", cluster_cpus: float = 1.0, cluster_
     n_model = sum(1 for g, _ in runs if g)
     cpu_per = float(r.num_cpus_per_worker or 1.0)
     groups: list[StageGroup] = []
-    gpu_cpus = 0.0
-    for g, ss in runs:
-        if not g:
-            continue
-        name = MODEL_GROUP[ss[0]]
-        o = overrides.get(name, {})
-        num_gpus = float(o.get("num_gpus", 1.0 / n_model))
-        num_cpus = float(o.get("num_cpus", min(1.0, cpu_per)))
-        gpu_cpus += num_cpus
+    # the CPUs the model actors hold are not there for the CPU pools
+    gpu_cpus = sum(float(overrides.get(MODEL_GROUP[ss[0]], {}).get("num_cpus", min(1.0, cpu_per)))
+                   for g, ss in runs if g)
     cpu_budget = max(1, int((cluster_cpus - gpu_cpus) // cpu_per)) if split else None
     for i, (g, ss) in enumerate(runs):
         name = MODEL_GROUP[ss[0]] if g else "cpu"
         o = dict(overrides.get(name, {}))
-        unknown = set(o) - set(GROUP_KEYS)
-        if unknown:
-            raise ValueError(f"ray.groups.{name}: unknown key(s) {', '.join(sorted(unknown))}; "
-                             f"valid: {', '.join(GROUP_KEYS)}")
         if g:
             num_gpus = float(o.get("num_gpus", 1.0 / n_model))
             max_default = max(1, int(math.floor(cluster_gpus / num_gpus + 1e-9))) if num_gpus > 0 else 1
@@ -155,10 +145,11 @@ def plan_groups(cfg, target: str = "shards", cluster_cpus: float = 1.0, cluster_
         max_actors = int(o.get("max_actors") or (r.num_workers if (not g and r.num_workers) else max_default))
         min_actors = int(o.get("min_actors", max_actors if not split else 1))
         groups.append(StageGroup(
-            name=name if not g else name, steps=tuple(ss), gpu=g, num_cpus=num_cpus, num_gpus=num_gpus,
+            name=name, steps=tuple(ss), gpu=g, num_cpus=num_cpus, num_gpus=num_gpus,
             batch_size=int(o.get("batch_size", DEFAULT_BATCH[name])), min_actors=max(1, min(min_actors, max_actors)),
             max_actors=max(1, max_actors), first=(i == 0), last=(i == len(runs) - 1)))
-    # CPU groups after the first get distinct names (cpu, cpu2, ...) for stats and overrides
+    # CPU groups after the first get distinct names (cpu, cpu2, ...) in the stats; the
+    # overrides of ray.groups.cpu apply to all of them
     seen: dict[str, int] = {}
     out = []
     for grp in groups:
