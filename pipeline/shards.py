@@ -120,6 +120,32 @@ class TarShardWriter:
             self._tar = self._file = None
 
 
+def tar_index(paths: Iterable[str]) -> dict[str, dict[str, tuple[str, int, int]]]:
+    """key -> {ext: (tar path, data offset, size)} over the tars of a shard: headers only, so
+    one sample's members can be read later without reading the others."""
+    index: dict[str, dict[str, tuple[str, int, int]]] = {}
+    for path in paths:
+        with tarfile.open(path) as tf:
+            for m in tf:
+                key, _, ext = m.name.partition(".")
+                index.setdefault(key, {})[ext] = (path, m.offset_data, m.size)
+    return index
+
+
+def read_indexed(where: Mapping[str, tuple[str, int, int]]) -> dict[str, bytes]:
+    """The members of one sample from its ``tar_index`` entry (each tar opened once)."""
+    members: dict[str, bytes] = {}
+    by_path: dict[str, list[tuple[str, int, int]]] = {}
+    for ext, (path, off, size) in where.items():
+        by_path.setdefault(path, []).append((ext, off, size))
+    for path, entries in by_path.items():
+        with open(path, "rb") as f:
+            for ext, off, size in sorted(entries, key=lambda e: e[1]):
+                f.seek(off)
+                members[ext] = f.read(size)
+    return members
+
+
 def write_status(path: str, rows: Iterable[dict], tag: str | None = None) -> None:
     table = pa.Table.from_pylist(list(rows), schema=STATUS_SCHEMA)
     buf = io.BytesIO()

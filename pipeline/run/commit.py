@@ -15,7 +15,7 @@ from typing import Callable
 
 from schemas.status import STATUS_ERROR, STATUS_FILTERED, STATUS_OK
 
-from ..shards import TarShardWriter, read_stats, write_stats, write_status
+from ..shards import TarShardWriter, read_indexed, read_stats, tar_index, write_stats, write_status
 from .layout import RunLayout
 from .parts import part_of, read_part, remove_parts
 
@@ -140,7 +140,6 @@ def restage_for_retry(layout: RunLayout, shard: int, reasons) -> list[int]:
     the rows to compute again (status error, with a reason in ``reasons``, or any when
     ``reasons`` is True). Nothing is staged when no clip of the shard is retried."""
     import json
-    import tarfile
 
     import pyarrow.parquet as pq
 
@@ -154,12 +153,7 @@ def restage_for_retry(layout: RunLayout, shard: int, reasons) -> list[int]:
     if not redo:
         return []
     stats = read_stats(paths["stats"]) or {}
-    members: dict[str, dict[str, bytes]] = {}
-    for tar_name in stats.get("tars", []):
-        with tarfile.open(os.path.join(layout.stage_dir(), tar_name)) as tf:
-            for m in tf:
-                key, _, ext = m.name.partition(".")
-                members.setdefault(key, {})[ext] = tf.extractfile(m).read()
+    index = tar_index(os.path.join(layout.stage_dir(), t) for t in stats.get("tars", []))
     keep = set(redo)
     for r in status:
         if r["row"] in keep:
@@ -167,7 +161,7 @@ def restage_for_retry(layout: RunLayout, shard: int, reasons) -> list[int]:
         w = ClipWork(row={"clip_id": r["clip_id"], "row": r["row"]}, shard=shard, status=r["status"],
                      reason=r["reason"], message=r["message"], seconds=r["seconds"] or 0.0)
         if r["status"] == STATUS_OK:
-            w.members = members[r["clip_id"]]
+            w.members = read_indexed(index[r["clip_id"]])
             ent = json.loads(w.members["json"]).get("entities")
             if ent:
                 w.entities = {"mask_source": ent.get("mask_source"), "count": int(ent.get("count", 0))}

@@ -25,7 +25,7 @@ from schemas.status import STATUS_SCHEMA
 from ..config import Config
 from ..datasets import build_manifest, write_manifest
 from ..io import is_uri
-from ..shards import atomic_write_bytes, remove_temp_files, write_index, write_status
+from ..shards import atomic_write_bytes, read_stats, remove_temp_files, write_index, write_status
 from ..worker import STAGES, import_plugins
 from ..fingerprint import check_resume, config_record, fingerprint
 from ..preflight import preflight
@@ -153,14 +153,6 @@ def _remove_temp_files(layout: RunLayout) -> None:
         log.warning("removed %d temporary file(s) of interrupted writers in %s", len(removed), layout.out_dir)
 
 
-def _read_json(path: str) -> dict | None:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (FileNotFoundError, ValueError):
-        return None
-
-
 def _run_locked(cfg, dataset, data, layout: RunLayout, force, executor, address, progress, dataset_options,
                 t0, profile, run_id, retry_errors=None) -> RunResult:
     manifest = build_manifest(dataset, data, **dataset_options)
@@ -209,7 +201,7 @@ def _run_locked(cfg, dataset, data, layout: RunLayout, force, executor, address,
         fps = [st.get("fingerprint") for st in result.stats]
         if with_parts:
             fps.append(None)  # staged clips: made with the settings OUT/config.json records
-        check_resume(_read_json(layout.config()), fps, cfg, out_dir=layout.out_dir)
+        check_resume(read_stats(layout.config()), fps, cfg, out_dir=layout.out_dir)
     atomic_write_bytes(layout.config(), json.dumps(config_record(cfg), indent=1, sort_keys=True).encode())
 
     use_ray = executor == "ray" and n_pending + len(ready) > 0

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import tarfile
 import time
 import traceback
 from collections import OrderedDict
@@ -29,7 +28,7 @@ from schemas.status import STATUS_ERROR, STATUS_OK
 from stages.errors import ClipError
 
 from ..datasets import ManifestRows
-from ..shards import read_stats
+from ..shards import read_indexed, read_stats, tar_index
 from ..worker import CLIP_STAGES, ClipFiltered, ClipProcessor, state_from_members
 from .groups import STEP_STAGE, StageGroup, steps_for
 from .layout import RunLayout, shard_of
@@ -64,13 +63,7 @@ class StageCache:
             if stats is None:
                 continue
             d = self.layout.stage_dir(stage)
-            index: dict[str, dict[str, tuple[str, int, int]]] = {}
-            for tar_name in stats.get("tars", []):
-                path = os.path.join(d, tar_name)
-                with tarfile.open(path) as tf:
-                    for m in tf:
-                        key, _, ext = m.name.partition(".")
-                        index.setdefault(key, {})[ext] = (path, m.offset_data, m.size)
+            index = tar_index(os.path.join(d, t) for t in stats.get("tars", []))
             status = {r["clip_id"]: r for r in pq.read_table(paths["status"]).to_pylist()}
             return stage, index, status
         return None, {}, {}
@@ -85,14 +78,7 @@ class StageCache:
         if stage is None:
             return None, None, None
         where = index.get(clip_id)
-        members = None
-        if where is not None:
-            members = {}
-            for ext, (path, off, size) in where.items():
-                with open(path, "rb") as f:
-                    f.seek(off)
-                    members[ext] = f.read(size)
-        return stage, members, status.get(clip_id)
+        return stage, read_indexed(where) if where is not None else None, status.get(clip_id)
 
 
 def _fail(work: ClipWork, exc: BaseException) -> None:
@@ -246,6 +232,7 @@ class GroupRunner:
                     st["meta"].pop("timings", None)
                     st["meta"]["stages_done"] = list(w.stages_done)
                     st.pop("_entity_masks", None)
+                    st.pop("_flow_pfz", None)
                     w.members = encode_sample(st)
                 w.ok(w.members, w.state.get("meta") if w.state else None)
             except Exception as e:

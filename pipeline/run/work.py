@@ -88,7 +88,7 @@ class ClipWork:
         if st is not None:
             drop = _WIRE_DROPPED + (() if keep_backward else ("backward_flow", "backward_flow_backend"))
             st = {k: v for k, v in st.items() if k not in drop}
-            if self.state.get("flow") is not None:
+            if self.state.get("flow") is not None and st.get("_flow_pfz") is None:
                 from schemas.sample import encode_flow
 
                 step = float(st["meta"]["flow"]["step"])  # the stored precision: lossless here
@@ -108,8 +108,8 @@ class ClipWork:
 
             if st.get("frames_jpeg") is not None:
                 st["frames"] = np.stack([decode_jpeg(j) for j in st["frames_jpeg"]])
-            pfz = st.pop("_flow_pfz", None)
-            if pfz is not None:
+            pfz = st.get("_flow_pfz")  # kept: the flow does not change after its step, so a
+            if pfz is not None:        # later crossing sends these bytes again without encoding
                 st["flow"] = decode_flow(pfz)
         return work
 
