@@ -93,9 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     import cv2
 
     cv2.setNumThreads(1)
-    # The memory reuse of every pipeline worker (pipeline.worker.keep_freed_memory), here too,
+    # The memory reuse of every pipeline worker (pipeline.clip.runtime.keep_freed_memory), here too,
     # so that the bare loops do not pay page faults that the workers avoid.
-    from pipeline.worker import keep_freed_memory
+    from pipeline.clip.runtime import keep_freed_memory
 
     result_malloc = keep_freed_memory()
 

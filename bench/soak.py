@@ -3,7 +3,7 @@
     .venv/bin/python bench/soak.py                   # 10,000 clips, LD profile, Ray executor
     .venv/bin/python bench/soak.py --clips 2000 --checkpoints 500,2000
 
-A few distinct small mp4 files are rendered once (pipeline.synthetic) and listed many times
+A few distinct small mp4 files are rendered once (pipeline.testdata.synthetic) and listed many times
 in a WebVid CSV under different ids (symlinks), so making the dataset takes seconds. The run
 is ``pipeline.run.run`` as the CLI calls it. A sampler thread adds up the resident memory
 (RSS, psutil) of the driver and all its descendant processes (the local Ray cluster: its
@@ -31,7 +31,7 @@ GROUPS = ("driver", "ray_workers", "isolation_children", "ray_system")
 
 
 def make_dataset(root: str, clips: int, distinct: int, width: int, height: int, frames: int, fps: float) -> str:
-    from pipeline.synthetic import random_scene, write_mp4
+    from pipeline.testdata.synthetic import random_scene, write_mp4
 
     os.makedirs(os.path.join(root, "src"), exist_ok=True)
     os.makedirs(os.path.join(root, "v"), exist_ok=True)

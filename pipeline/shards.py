@@ -8,9 +8,11 @@ Files of shard ``N`` for prefix ``P`` (= ``<dataset>-<profile>``) in OUT:
 - ``P-N.stats.json``: counts, bytes, timings; written last: its presence marks the shard done.
 
 ``index.json`` (written at the end of a run) lists the shards with their sample counts.
+``expand_urls`` turns what a reader is given (tar, brace pattern, folder) into shard URLs.
 """
 from __future__ import annotations
 
+import glob
 import io
 import json
 import os
@@ -214,3 +216,28 @@ def write_index(out_dir: str, prefix: str, stats_list: list[dict], extra: dict) 
     }
     atomic_write_bytes(os.path.join(out_dir, "index.json"), json.dumps(index, indent=1, sort_keys=True).encode())
     return index
+
+
+def expand_urls(url: str | Iterable[str]) -> list[str]:
+    """The shard URLs of ``url``: a tar path, a brace pattern (``out/x-{000000..000009}.tar``),
+    a glob, a list of those, or an output folder (its ``index.json`` lists the shards)."""
+    if not isinstance(url, str):
+        out = []
+        for u in url:
+            out.extend(expand_urls(u))
+        return out
+    if os.path.isdir(url):
+        index = os.path.join(url, "index.json")
+        if os.path.exists(index):
+            with open(index) as f:
+                shards = json.load(f)["shards"]
+            return [os.path.join(url, s["url"]) for s in shards]
+        return sorted(glob.glob(os.path.join(url, "*.tar")))
+    from braceexpand import braceexpand
+
+    urls = list(braceexpand(url))
+    if any(ch in url for ch in "*?[") and "://" not in url:
+        urls = sorted(p for u in urls for p in glob.glob(u))
+    if not urls:
+        raise FileNotFoundError(f"no shards match {url!r}")
+    return urls

@@ -1,6 +1,6 @@
 """The manifest: one row per input clip, the contract between dataset adapters and the run.
 
-Adapters (``pipeline.datasets``) produce it; the run reads nothing else about the inputs.
+Adapters (``pipeline.inputs.adapters``) produce it; the run reads nothing else about the inputs.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Public API
 ----------
 ``make_entity_stage(cfg, profile, processor) -> EntityStage | None``
-    Called once per worker by ``pipeline.worker.ClipProcessor``; None when entities are
+    Called once per worker by ``pipeline.clip.processor.ClipProcessor``; None when entities are
     disabled (``cfg.enabled`` false or ``cfg.masks == "none"``).
 ``EntityStage(cfg, profile, processor)``
     ``stage(state, row) -> state``: sets ``entity_ids`` (K,) int32, ``entity_mask`` (H, W)

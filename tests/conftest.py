@@ -15,7 +15,7 @@ def sample_run(tmp_path_factory):
     """
     from pipeline.config import Config
     from pipeline.run.plan import run
-    from pipeline.sample_data import build_sample
+    from pipeline.testdata.sample_data import build_sample
 
     root = tmp_path_factory.mktemp("sample_run")
     data = str(root / "data")

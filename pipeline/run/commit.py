@@ -15,9 +15,9 @@ from typing import Callable
 
 from schemas.status import STATUS_ERROR, STATUS_FILTERED, STATUS_OK
 
-from ..shards import TarShardWriter, read_indexed, read_stats, tar_index, write_stats, write_status
-from .layout import RunLayout
-from .parts import part_of, read_part, remove_parts
+from pipeline.shards import TarShardWriter, read_indexed, read_stats, tar_index, write_stats, write_status
+from pipeline.run.layout import RunLayout
+from pipeline.run.parts import part_of, read_part, remove_parts
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +143,8 @@ def restage_for_retry(layout: RunLayout, shard: int, reasons) -> list[int]:
 
     import pyarrow.parquet as pq
 
-    from .parts import write_part
-    from .work import ClipWork
+    from pipeline.run.parts import write_part
+    from pipeline.run.work import ClipWork
 
     paths = layout.shard_paths(shard)
     status = pq.read_table(paths["status"]).to_pylist()

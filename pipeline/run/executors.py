@@ -20,10 +20,10 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .groups import StageGroup
-from .layout import RunLayout
-from .runner import GroupRunner
-from .work import ClipWork
+from pipeline.run.groups import StageGroup
+from pipeline.run.layout import RunLayout
+from pipeline.run.runner import GroupRunner
+from pipeline.run.work import ClipWork
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def result_of(w: ClipWork) -> dict:
 class LocalExecutor:
     def __init__(self, groups: list[StageGroup], cfg, layout: RunLayout, manifest: str,
                  commit_check=None):
-        from ..worker import ClipProcessor
+        from pipeline.clip.processor import ClipProcessor
 
         proc = ClipProcessor(cfg)  # one set of backends for every group in this process
         self.runners = [GroupRunner(g, cfg, layout, manifest, processor=proc, commit_check=commit_check)
@@ -75,8 +75,8 @@ class GroupOperator:
 
     def __init__(self, group: StageGroup, cfg_dict: dict, layout: RunLayout, manifest: str,
                  run_id: str | None = None):
-        from ..config import config_from_dict
-        from .lock import check_run
+        from pipeline.config import config_from_dict
+        from pipeline.run.lock import check_run
 
         logging.basicConfig(level=logging.WARNING)
         cfg = config_from_dict(cfg_dict)
@@ -158,8 +158,8 @@ class RayExecutor:
 def commit_task(layout: RunLayout, shard: int, start: int, stop: int, max_shard_bytes: int,
                 run_id: str | None, extra: dict | None = None) -> dict:
     """A shard commit as a Ray task (any node that sees OUT)."""
-    from .commit import commit_shard
-    from .lock import check_run
+    from pipeline.run.commit import commit_shard
+    from pipeline.run.lock import check_run
 
     check = (lambda: check_run(layout.out_dir, run_id)) if run_id else None
     return commit_shard(layout, shard, start, stop, max_shard_bytes, check, extra)

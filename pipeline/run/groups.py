@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..worker import CLIP_STAGES
+from schemas.status import CLIP_STAGES
 
 STEPS = ("decode", "captions", "flow", "motion", "trajectories", "entity_masks", "entity_tracks")
 STEP_STAGE = {"decode": "decode", "captions": "captions", "flow": "flow", "motion": "motion", "trajectories": "trajectories",

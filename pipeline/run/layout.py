@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ..shards import shard_name, shard_paths
+from pipeline.shards import shard_name, shard_paths
 
 PARTS = "_parts"
 # Error reasons that say nothing about the clip (a bug, a backend that failed): the circuit

@@ -16,8 +16,8 @@ import tarfile
 
 from schemas.status import STATUS_ERROR
 
-from .layout import NON_CLIP_REASONS, RunLayout
-from .work import ClipWork
+from pipeline.run.layout import NON_CLIP_REASONS, RunLayout
+from pipeline.run.work import ClipWork
 
 _WORK = "work.json"
 

@@ -22,20 +22,21 @@ import pyarrow.parquet as pq
 
 from schemas.status import STATUS_SCHEMA
 
-from ..config import Config
-from ..datasets import build_manifest, write_manifest
-from ..io import is_uri
-from ..shards import atomic_write_bytes, read_stats, remove_temp_files, write_index, write_status
-from ..worker import STAGES, import_plugins
-from ..fingerprint import check_resume, config_record, fingerprint
-from ..preflight import preflight
-from .commit import is_done, restage_for_retry
-from .console import ray_output_to_file
-from .executors import Committer, LocalExecutor, RayExecutor, init_ray
-from .groups import plan_groups
-from .layout import NON_CLIP_REASONS, RunLayout
-from .lock import RunLock
-from .parts import remove_part_temp_files, remove_parts, staged_rows, staged_shards
+from pipeline.config import Config
+from pipeline.inputs.manifest import build_manifest, write_manifest
+from pipeline.io import is_uri
+from pipeline.shards import atomic_write_bytes, read_stats, remove_temp_files, write_index, write_status
+from pipeline.clip.runtime import import_plugins
+from schemas.status import STAGES
+from pipeline.run.fingerprint import check_resume, config_record, fingerprint
+from pipeline.run.preflight import preflight
+from pipeline.run.commit import is_done, restage_for_retry
+from pipeline.run.console import ray_output_to_file
+from pipeline.run.executors import Committer, LocalExecutor, RayExecutor, init_ray
+from pipeline.run.groups import plan_groups
+from pipeline.run.layout import NON_CLIP_REASONS, RunLayout
+from pipeline.run.lock import RunLock
+from pipeline.run.parts import remove_part_temp_files, remove_parts, staged_rows, staged_shards
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class RunResult:
     computed: int = 0                                # clips this run computed
     reasons: dict = field(default_factory=dict)      # error/filtered reason -> count
     ray_logs: str | None = None
-    setup: dict | None = None                        # what preflight built (pipeline/preflight.py)
+    setup: dict | None = None                        # what preflight built (pipeline/run/preflight.py)
     retried: int = 0                                 # clips redone by --retry-errors
 
     @property

@@ -27,13 +27,14 @@ from schemas.sample import encode_sample
 from schemas.status import STATUS_ERROR, STATUS_OK
 from stages.errors import ClipError
 
-from ..datasets import ManifestRows
-from ..shards import read_indexed, read_stats, tar_index
-from ..worker import CLIP_STAGES, ClipFiltered, ClipProcessor, state_from_members
-from .groups import STEP_STAGE, StageGroup, steps_for
-from .layout import RunLayout, shard_of
-from .parts import write_part
-from .work import ClipWork
+from pipeline.inputs.manifest import ManifestRows
+from pipeline.shards import read_indexed, read_stats, tar_index
+from pipeline.clip.processor import ClipFiltered, ClipProcessor, state_from_members
+from schemas.status import CLIP_STAGES
+from pipeline.run.groups import STEP_STAGE, StageGroup, steps_for
+from pipeline.run.layout import RunLayout, shard_of
+from pipeline.run.parts import write_part
+from pipeline.run.work import ClipWork
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ class GroupRunner:
         self.cache = StageCache(layout, layout.stage) if group.first else None
         self.runner = None
         if group.first and cfg.isolation.enabled:
-            from ..isolation import IsolatedRunner
+            from pipeline.clip.isolation import IsolatedRunner
 
             # a fused group gets the encoded members back from the child (2 MB, not 30 MB)
             self.runner = IsolatedRunner(cfg, encoded=group.fused)

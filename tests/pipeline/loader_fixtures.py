@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from pipeline.shards import TarShardWriter
-from pipeline.synthetic import disc, rect, render_scene
+from pipeline.testdata.synthetic import disc, rect, render_scene
 from schemas.sample import dequantize_flow, encode_jpeg, encode_sample
 from stages.trajectories import compute_anchors
 

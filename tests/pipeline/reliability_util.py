@@ -1,6 +1,6 @@
 """Helpers shared by the reliability tests (each test file imports it by path).
 
-Everything here builds real inputs (mp4 files written by pipeline.synthetic / PyAV) and
+Everything here builds real inputs (mp4 files written by pipeline.testdata.synthetic / PyAV) and
 reads real outputs (tar shards, status parquet); nothing is mocked.
 """
 from __future__ import annotations
@@ -63,7 +63,7 @@ def write_plugin(folder) -> str:
 
 # ----------------------------------------------------------------------------- inputs
 def scene_frames(seed: int, width: int = 320, height: int = 192, frames: int = 36) -> np.ndarray:
-    from pipeline.synthetic import random_scene
+    from pipeline.testdata.synthetic import random_scene
 
     return random_scene(seed, width=width, height=height, num_frames=frames).frames
 
@@ -73,7 +73,7 @@ def uniform_frames(rgb, width: int = 160, height: int = 96, frames: int = 30) ->
 
 
 def write_clip(path, frames, fps: float = 12.0) -> str:
-    from pipeline.synthetic import write_mp4
+    from pipeline.testdata.synthetic import write_mp4
 
     os.makedirs(os.path.dirname(str(path)), exist_ok=True)
     return write_mp4(str(path), frames, fps)

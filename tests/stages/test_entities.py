@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import Config, EntityConfig
-from pipeline.synthetic import disc, rect, render_scene, write_vipseg
-from pipeline.worker import ClipProcessor
+from pipeline.testdata.synthetic import disc, rect, render_scene, write_vipseg
+from pipeline.clip.processor import ClipProcessor
 from schemas.sample import decode_jpeg, decode_sample, dequantize_flow, encode_jpeg, encode_sample
 from stages.entities import EntityStage, choose_mask_source, make_entity_stage
 from stages.errors import ClipError

@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")
 
-from pipeline.synthetic import disc, render_scene, write_mp4  # noqa: E402
+from pipeline.testdata.synthetic import disc, render_scene, write_mp4  # noqa: E402
 from stages.flow import FLOW_BACKENDS, FlowBackend, make_flow_backend  # noqa: E402
 from stages.flow_torch import (  # noqa: E402
     RAFT_WEIGHTS_HELP, UNIMATCH_HELP, RAFTFlow, UniMatchFlow, load_state_dict,
@@ -142,7 +142,7 @@ def test_raft_checkpoint_errors(tmp_path, raft_small_ckpt):
 def test_raft_through_the_worker(tmp_path, raft_small_ckpt):
     """The pipeline's ClipProcessor creates the backend from the config and runs it."""
     from pipeline.config import Config, FlowConfig
-    from pipeline.worker import ClipProcessor
+    from pipeline.clip.processor import ClipProcessor
 
     scene = render_scene(336, 192, 12, [disc((150, 90), 30, velocity=(6, 2))], background_velocity=(2, 0), seed=4)
     path = write_mp4(tmp_path / "clip.mp4", scene.frames, 6)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import EntityConfig
-from pipeline.synthetic import disc, random_scene, rect, render_scene, write_vipseg
+from pipeline.testdata.synthetic import disc, random_scene, rect, render_scene, write_vipseg
 from schemas.sample import decode_jpeg, encode_jpeg
 from stages.decode import clip_rng, decode_frame_folder
 from stages.entities import EntityStage

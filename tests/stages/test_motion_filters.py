@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.config import Config, EntityConfig, FilterConfig
 from pipeline.run.plan import run
-from pipeline.synthetic import disc, render_scene, write_mp4
+from pipeline.testdata.synthetic import disc, render_scene, write_mp4
 
 W, H, FPS, T = 320, 192, 24, 54   # 2.25 s at 24 fps; the dragnuwa-ld span is 1.75 s
 
@@ -59,7 +59,7 @@ def test_filters_reject_to_filtered_table(tmp_path):
     assert "--drop-cuts" in by_reason["scene_cut"]["message"]
 
     # the kept clip carries its statistics in the meta
-    from pipeline.loader import read_samples
+    from pipeline.train import read_samples
 
     (sample,) = list(read_samples(out))
     assert "object" in sample["key"]
@@ -68,7 +68,7 @@ def test_filters_reject_to_filtered_table(tmp_path):
     json.dumps(m, allow_nan=False)
 
     # and the stats report lists the rejects by reason
-    from pipeline.report import collect, format_report
+    from pipeline.tools.report import collect, format_report
 
     summary = collect(out)
     assert summary["filtered"] == {"low_motion": 1, "camera_motion": 1, "scene_cut": 1}

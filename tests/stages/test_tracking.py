@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import EntityConfig
-from pipeline.synthetic import disc, rect, render_scene
+from pipeline.testdata.synthetic import disc, rect, render_scene
 from schemas.sample import decode_jpeg, dequantize_flow, encode_jpeg
 from stages.entities import EntityStage
 from stages.errors import ClipError

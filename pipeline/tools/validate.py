@@ -1,0 +1,348 @@
+"""Check shards against the sample schema: ``python -m pipeline validate URL``.
+
+Every sample of every shard is read member by member (plain tarfile, no webdataset
+grouping, so a broken member is named precisely) and checked against schemas/sample.py:
+
+- tar: readable, regular files only, each key's members contiguous, no duplicate member;
+- members present: ``txt``, ``json``, ``flow.pfz``, ``anchors.npz`` and the frames
+  ``f000.jpg`` .. ``f{L-1}.jpg`` (contiguous, L = ``meta.profile.frames``);
+- ``json``: an object, ``schema_version`` known, ``clip_id`` equal to the key, profile
+  frames/width/height positive integers, every number finite;
+- ``txt``: UTF-8;
+- frames: decodable JPEG of ``(H, W, 3)``;
+- ``flow.pfz``: decodable, ``(L-1, 2, H, W)`` float32, finite;
+- ``anchors.npz``: loads without pickle; ``tracks`` float32 (A, L, 2), ``weights`` float32
+  (A,) >= 0, ``visible`` bool (A, L); all finite; every visible point inside
+  ``[0, W-1] x [0, H-1]``; A equal to ``meta.anchors.count``; ``reliable`` (schema 2,
+  optional) bool (A, L), never true where ``visible`` is false;
+- ``entities.npz`` (when present, required when ``meta.entities`` is an object):
+  ``ids`` int32 (K,) unique, ``mask`` uint16 (H, W) with values in ids or 0,
+  ``radii`` float32 (K,) finite >= 0, ``tracks`` float32 (K, L, 2) finite,
+  ``visibility`` bool (K, L), visible points inside the frame;
+- an output folder's ``index.json``: each listed tar holds the listed number of samples.
+
+Unknown members are reported as warnings (newer writers may add members). Any violation
+makes the command exit with status 1.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tarfile
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+
+from schemas.sample import (FLOW_MEMBER, KNOWN_SCHEMA_VERSIONS, decode_flow, decode_jpeg, frame_member,
+                            is_frame_member, load_npz)
+
+KNOWN_MEMBERS = ("txt", "json", FLOW_MEMBER, "anchors.npz", "entities.npz")
+
+
+@dataclass
+class Violation:
+    shard: str
+    key: str | None
+    member: str | None
+    problem: str
+
+    @property
+    def where(self) -> str:
+        if self.key is None:
+            return self.shard
+        return f"{self.shard}: {self.key}" + (f".{self.member}" if self.member else "")
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.problem}"
+
+
+@dataclass
+class ValidationReport:
+    shards: int = 0
+    samples: int = 0
+    violations: list[Violation] = field(default_factory=list)
+    warnings: list[Violation] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)   # samples read per shard path
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def broken_samples(self) -> int:
+        return len({(v.shard, v.key) for v in self.violations if v.key is not None})
+
+    def format(self, max_lines: int = 200) -> str:
+        lines = [f"VIOLATION {v}" for v in self.violations[:max_lines]]
+        if len(self.violations) > max_lines:
+            lines.append(f"... and {len(self.violations) - max_lines} more violations")
+        lines += [f"warning {w}" for w in self.warnings[:max_lines]]
+        verdict = ("OK" if self.ok else
+                   f"FAILED: {len(self.violations)} violation(s) in {self.broken_samples()} sample(s)")
+        lines.append(f"{self.shards} shard(s), {self.samples} sample(s): {verdict}"
+                     + (f", {len(self.warnings)} warning(s)" if self.warnings else ""))
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- checks
+def _non_finite_paths(obj: Any, path: str = "") -> list[str]:
+    if isinstance(obj, float):
+        return [] if math.isfinite(obj) else [path or "<root>"]
+    if isinstance(obj, dict):
+        return [p for k, v in obj.items() for p in _non_finite_paths(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(obj, list):
+        return [p for i, v in enumerate(obj) for p in _non_finite_paths(v, f"{path}[{i}]")]
+    return []
+
+
+def _pos_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _check_array(out: list, member: str, arrays: dict, name: str, dtype, shape: tuple) -> np.ndarray | None:
+    """Presence, dtype and shape of one npz array (``None`` in ``shape`` = any size)."""
+    if name not in arrays:
+        out.append((member, f"array {name!r} missing (has {sorted(arrays)})"))
+        return None
+    a = arrays[name]
+    if a.dtype != np.dtype(dtype):
+        out.append((member, f"{name}: dtype {a.dtype}, expected {np.dtype(dtype)}"))
+    if a.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, a.shape)):
+        want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+        out.append((member, f"{name}: shape {a.shape}, expected {want}"))
+        return None
+    return a
+
+
+def _check_points(out: list, member: str, name: str, tracks: np.ndarray, visible: np.ndarray,
+                  w: int, h: int) -> None:
+    fin = np.isfinite(tracks).all(-1)
+    if not fin.all():
+        i, t = np.argwhere(~fin)[0]
+        out.append((member, f"{name}: {int((~fin).sum())} non-finite point(s), first track {i} frame {t}"))
+    x, y = tracks[..., 0], tracks[..., 1]
+    with np.errstate(invalid="ignore"):
+        outside = visible & fin & ((x < 0) | (x > w - 1) | (y < 0) | (y > h - 1))
+    if outside.any():
+        i, t = np.argwhere(outside)[0]
+        out.append((member, f"{name}: {int(outside.sum())} visible point(s) outside the {w}x{h} frame, first "
+                            f"track {i} frame {t} at ({x[i, t]:.2f}, {y[i, t]:.2f})"))
+
+
+def check_sample(key: str, members: dict[str, bytes]) -> tuple[list[tuple[str | None, str]], list[tuple[str | None, str]]]:
+    """(violations, warnings) of one sample, each ``(member or None, problem)``."""
+    bad: list[tuple[str | None, str]] = []
+    warn: list[tuple[str | None, str]] = []
+    if not key or "." in key or "/" in key:
+        bad.append((None, f"invalid key {key!r}"))
+    for m in ("txt", "json", FLOW_MEMBER, "anchors.npz"):
+        if m not in members:
+            bad.append((m, "member missing"))
+    for m in members:
+        if m not in KNOWN_MEMBERS and not is_frame_member(m):
+            warn.append((m, "unknown member"))
+
+    # meta
+    meta: dict = {}
+    if "json" in members:
+        try:
+            meta = json.loads(members["json"].decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            bad.append(("json", f"not valid JSON: {e}"))
+            meta = {}
+        if not isinstance(meta, dict):
+            bad.append(("json", f"not a JSON object ({type(meta).__name__})"))
+            meta = {}
+        elif meta:
+            v = meta.get("schema_version")
+            if v not in KNOWN_SCHEMA_VERSIONS:
+                bad.append(("json", f"schema_version {v!r} unknown (known: {list(KNOWN_SCHEMA_VERSIONS)})"))
+            if meta.get("clip_id") != key:
+                bad.append(("json", f"clip_id {meta.get('clip_id')!r} differs from the key"))
+            for p in _non_finite_paths(meta):
+                bad.append(("json", f"non-finite number at {p}"))
+    if "txt" in members:
+        try:
+            members["txt"].decode("utf-8")
+        except UnicodeDecodeError as e:
+            bad.append(("txt", f"not UTF-8: {e}"))
+
+    prof = meta.get("profile") if isinstance(meta.get("profile"), dict) else {}
+    L, W, H = prof.get("frames"), prof.get("width"), prof.get("height")
+    if meta and not all(_pos_int(v) for v in (L, W, H)):
+        bad.append(("json", f"profile frames/width/height must be positive integers, got {L!r}/{W!r}/{H!r}"))
+        L = W = H = None
+
+    # frames
+    frame_names = sorted(m for m in members if is_frame_member(m))
+    if L is not None:
+        for i in range(L):
+            if frame_member(i) not in members:
+                bad.append((frame_member(i), "member missing"))
+        for n in frame_names:
+            if int(n[1:-4]) >= L:
+                bad.append((n, f"frame index beyond the profile's {L} frames"))
+    for n in frame_names:
+        try:
+            img = decode_jpeg(members[n])
+        except Exception as e:  # noqa: BLE001 - any decoder failure is a violation
+            bad.append((n, f"not a decodable JPEG: {e}"))
+            continue
+        if H is not None and img.shape != (H, W, 3):
+            bad.append((n, f"decoded shape {img.shape}, expected ({H}, {W}, 3)"))
+
+    # flow
+    if FLOW_MEMBER in members:
+        try:
+            flow = decode_flow(members[FLOW_MEMBER])
+        except Exception as e:  # noqa: BLE001
+            bad.append((FLOW_MEMBER, f"not decodable: {type(e).__name__}: {e}"))
+        else:
+            if flow.dtype != np.float32:
+                bad.append((FLOW_MEMBER, f"dtype {flow.dtype}, expected float32"))
+            if L is not None and flow.shape != (L - 1, 2, H, W):
+                bad.append((FLOW_MEMBER, f"shape {flow.shape}, expected ({L - 1}, 2, {H}, {W})"))
+            if not np.isfinite(flow).all():
+                bad.append((FLOW_MEMBER, f"{int((~np.isfinite(flow)).sum())} non-finite value(s)"))
+
+    # anchors
+    if "anchors.npz" in members:
+        m = "anchors.npz"
+        try:
+            a = load_npz(members[m])
+        except Exception as e:  # noqa: BLE001
+            bad.append((m, f"not a loadable npz: {type(e).__name__}: {e}"))
+        else:
+            tracks = _check_array(bad, m, a, "tracks", np.float32, (None, L, 2))
+            n = None if tracks is None else tracks.shape[0]
+            weights = _check_array(bad, m, a, "weights", np.float32, (n,))
+            visible = _check_array(bad, m, a, "visible", bool, (n, L))
+            if "reliable" in a:
+                rel = _check_array(bad, m, a, "reliable", bool, (n, L))
+                if rel is not None and visible is not None and rel.shape == visible.shape \
+                        and (rel.astype(bool) & ~visible.astype(bool)).any():
+                    bad.append((m, f"reliable: {int((rel.astype(bool) & ~visible.astype(bool)).sum())} "
+                                   "(anchor, frame) pair(s) reliable but not visible"))
+            for extra in sorted(set(a) - {"tracks", "weights", "visible", "reliable"}):
+                warn.append((m, f"unknown array {extra!r}"))
+            if weights is not None:
+                if not np.isfinite(weights).all():
+                    bad.append((m, f"weights: {int((~np.isfinite(weights)).sum())} non-finite value(s)"))
+                elif (weights < 0).any():
+                    bad.append((m, f"weights: {int((weights < 0).sum())} negative value(s)"))
+            if tracks is not None and visible is not None and W is not None:
+                _check_points(bad, m, "tracks", tracks, visible.astype(bool), W, H)
+            count = (meta.get("anchors") or {}).get("count") if isinstance(meta.get("anchors"), dict) else None
+            if tracks is not None and count is not None and count != tracks.shape[0]:
+                bad.append((m, f"{tracks.shape[0]} anchors but meta.anchors.count = {count}"))
+
+    # entities
+    if "entities.npz" in members:
+        m = "entities.npz"
+        try:
+            e = load_npz(members[m])
+        except Exception as ex:  # noqa: BLE001
+            bad.append((m, f"not a loadable npz: {type(ex).__name__}: {ex}"))
+        else:
+            ids = _check_array(bad, m, e, "ids", np.int32, (None,))
+            k = None if ids is None else ids.shape[0]
+            mask = _check_array(bad, m, e, "mask", np.uint16, (H, W))
+            radii = _check_array(bad, m, e, "radii", np.float32, (k,))
+            tracks = _check_array(bad, m, e, "tracks", np.float32, (k, L, 2))
+            vis = _check_array(bad, m, e, "visibility", bool, (k, L))
+            for extra in sorted(set(e) - {"ids", "mask", "radii", "tracks", "visibility"}):
+                warn.append((m, f"unknown array {extra!r}"))
+            if ids is not None and len(np.unique(ids)) != len(ids):
+                bad.append((m, "ids: duplicate ids"))
+            if ids is not None and mask is not None:
+                stray = np.setdiff1d(np.unique(mask), np.append(ids.astype(np.int64), 0))
+                if stray.size:
+                    bad.append((m, f"mask: values {stray[:8].tolist()} are not entity ids"))
+            if radii is not None:
+                if not np.isfinite(radii).all():
+                    bad.append((m, f"radii: {int((~np.isfinite(radii)).sum())} non-finite value(s)"))
+                elif (radii < 0).any():
+                    bad.append((m, f"radii: {int((radii < 0).sum())} negative value(s)"))
+            if tracks is not None and vis is not None and W is not None:
+                _check_points(bad, m, "tracks", tracks, vis.astype(bool), W, H)
+    elif isinstance(meta.get("entities"), dict) and meta["entities"].get("count"):
+        bad.append(("entities.npz", f"member missing but meta.entities lists {meta['entities'].get('count')} entities"))
+    return bad, warn
+
+
+# --------------------------------------------------------------------------- shards
+def _iter_tar(path: str, report: ValidationReport, shard: str):
+    """(key, members) per sample; tar-level problems go to ``report``."""
+    seen: set[str] = set()
+    cur_key, cur = None, {}
+    with tarfile.open(path) as tf:
+        for info in tf:
+            base = os.path.basename(info.name)
+            key, dot, ext = base.partition(".")
+            if not info.isfile():
+                if not info.isdir():
+                    report.violations.append(Violation(shard, key or None, ext or None, "not a regular file"))
+                continue
+            if not dot or not key:
+                report.violations.append(Violation(shard, base, None, "tar member without KEY.EXT name"))
+                continue
+            if key != cur_key:
+                if cur_key is not None:
+                    yield cur_key, cur
+                if key in seen:
+                    report.violations.append(Violation(shard, key, None,
+                                                       "key's members are not contiguous in the tar (split sample)"))
+                seen.add(key)
+                cur_key, cur = key, {}
+            if ext in cur:
+                report.violations.append(Violation(shard, key, ext, "duplicate member"))
+            cur[ext] = tf.extractfile(info).read()
+    if cur_key is not None:
+        yield cur_key, cur
+
+
+def validate_shard(path: str, report: ValidationReport | None = None) -> ValidationReport:
+    report = report or ValidationReport()
+    shard = os.path.basename(path)
+    report.shards += 1
+    n = 0
+    try:
+        for key, members in _iter_tar(path, report, shard):
+            n += 1
+            report.samples += 1
+            bad, warn = check_sample(key, members)
+            report.violations += [Violation(shard, key, m, p) for m, p in bad]
+            report.warnings += [Violation(shard, key, m, p) for m, p in warn]
+    except (tarfile.TarError, OSError, EOFError) as e:
+        report.violations.append(Violation(shard, None, None, f"unreadable tar after {n} sample(s): "
+                                                              f"{type(e).__name__}: {e}"))
+    report.counts[path] = n
+    return report
+
+
+def validate(url: str | Iterable[str]) -> ValidationReport:
+    """Validate every shard at ``url`` (tar, brace pattern, list, or output folder)."""
+    from pipeline.shards import expand_urls
+
+    report = ValidationReport()
+    urls = expand_urls(url)
+    for u in urls:
+        if not os.path.exists(u):
+            report.shards += 1
+            report.violations.append(Violation(os.path.basename(u), None, None, "shard file missing"))
+            continue
+        validate_shard(u, report)
+    if isinstance(url, str) and os.path.isdir(url) and os.path.exists(os.path.join(url, "index.json")):
+        with open(os.path.join(url, "index.json")) as f:
+            index = json.load(f)
+        counts = report.counts
+        for s in index.get("shards", []):
+            p = os.path.join(url, s["url"])
+            if p in counts and counts[p] != s.get("samples"):
+                report.violations.append(Violation("index.json", None, None,
+                                                   f"{s['url']} holds {counts[p]} samples, index says {s.get('samples')}"))
+        v = index.get("schema_version")
+        if v not in KNOWN_SCHEMA_VERSIONS:
+            report.violations.append(Violation("index.json", None, None, f"schema_version {v!r} unknown"))
+    return report
