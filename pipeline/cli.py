@@ -13,8 +13,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 
 def _progress():
     """Shard progress with ETA on stderr: a rich bar on a terminal, plain lines otherwise
-    (pipeline.tools.progress.RunProgress); call ``.close()`` when the run ends."""
-    from pipeline.tools.progress import RunProgress
+    (pipeline.run.progress.RunProgress); call ``.close()`` when the run ends."""
+    from pipeline.run.progress import RunProgress
 
     return RunProgress()
 
@@ -120,7 +120,7 @@ def run(
         raise typer.Exit(1)
     finally:
         progress.close()
-    from pipeline.tools.progress import format_run_summary
+    from pipeline.run.progress import format_run_summary
 
     typer.echo(format_run_summary(res))
     if res.clips and not res.ok:

@@ -1,5 +1,8 @@
 """Run configuration: profiles and per-stage settings, loadable from YAML/JSON and the CLI.
 
+Longer than 500 lines because it is the one place every setting is declared, typed and
+documented (one section per stage): a reader finds any setting here in one hop.
+
 Every section is a pydantic dataclass (``@section``): types, ranges and choice sets are
 checked when a configuration is built, whichever way its values come in (``load_config``
 of a YAML/JSON file, ``config_from_dict``, ``apply_overrides`` / ``Config.replace`` with

@@ -1,5 +1,8 @@
 """Synthetic scenes with exactly known motion: ground truth for tests and the embedded sample.
 
+Longer than 500 lines because the renderer and the ground truth it implies (flow, centers,
+ids, VIPSeg/WebVid/VideoHD writers) must stay side by side to stay consistent.
+
 A scene is a smooth random background texture (larger than the frame) that pans with a
 constant velocity ``(vx, vy)`` px/frame, plus K textured shapes painted in z-order (later
 shapes occlude earlier ones). Each shape is a ``"disc"`` (radius ``r``) or a ``"rect"``

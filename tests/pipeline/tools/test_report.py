@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from pipeline.run.plan import RunResult
-from pipeline.tools.progress import RunProgress, format_run_summary
+from pipeline.run.progress import RunProgress, format_run_summary
 from pipeline.tools.report import PLOT_FILES, collect, distribution, format_report, write_plots
 
 

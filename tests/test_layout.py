@@ -1,0 +1,71 @@
+"""The package layout's rules, checked on the source (docs/architecture.md):
+
+- the trainers' library (pipeline/train) and the inspection tools (pipeline/tools) read what a run
+  wrote through schemas/ and the tar format (pipeline/shards.py) only: never the run, the clip
+  processor or the inputs;
+- torch is imported at module level only by the modules that need it (the trainers' conditions and
+  augmentation); everything else imports it where it is used;
+- no module is over 500 lines unless its docstring says why;
+- member names of a sample are spelled in schemas/sample.py only.
+"""
+from __future__ import annotations
+
+import ast
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGES = ("pipeline", "stages", "schemas")
+MAX_LINES = 500
+LONG_REASON = "Longer than 500 lines because"
+TORCH_AT_TOP = {"pipeline/train/conditions.py", "pipeline/train/augment.py"}
+# Run internals a tool or the trainers' library must not import.
+INTERNALS = ("pipeline.run", "pipeline.clip", "pipeline.inputs", "pipeline.cli", "pipeline.config")
+
+
+def _modules(*tops: str) -> list[str]:
+    out = []
+    for top in tops:
+        for d, _, files in os.walk(os.path.join(ROOT, top)):
+            out += [os.path.relpath(os.path.join(d, f), ROOT) for f in files if f.endswith(".py")]
+    return sorted(out)
+
+
+def _imports(path: str, top_level_only: bool = False) -> list[str]:
+    tree = ast.parse(open(os.path.join(ROOT, path)).read())
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    names = []
+    for n in nodes:
+        if isinstance(n, ast.Import):
+            names += [a.name for a in n.names]
+        elif isinstance(n, ast.ImportFrom) and n.module and not n.level:
+            names.append(n.module)
+    return names
+
+
+@pytest.mark.parametrize("path", _modules("pipeline/train", "pipeline/tools"))
+def test_tools_and_trainers_read_only_the_written_contract(path):
+    bad = [m for m in _imports(path) if m.startswith(INTERNALS)]
+    assert not bad, f"{path} imports run internals {bad}: read OUT through schemas/ and pipeline.shards"
+
+
+@pytest.mark.parametrize("path", _modules(*PACKAGES))
+def test_torch_is_imported_where_it_is_used(path):
+    if path in TORCH_AT_TOP:
+        return
+    top = [m for m in _imports(path, top_level_only=True) if m == "torch" or m.startswith("torch.")]
+    assert not top, f"{path} imports torch at module level (torch is an optional extra)"
+
+
+@pytest.mark.parametrize("path", _modules(*PACKAGES))
+def test_modules_stay_small_or_say_why(path):
+    src = open(os.path.join(ROOT, path)).read()
+    n = src.count("\n")
+    doc = ast.get_docstring(ast.parse(src)) or ""
+    assert n <= MAX_LINES or LONG_REASON in doc, f"{path}: {n} lines and no '{LONG_REASON} ...' in its docstring"
+
+
+def test_pipeline_has_few_loose_modules():
+    loose = sorted(f for f in os.listdir(os.path.join(ROOT, "pipeline")) if f.endswith(".py"))
+    assert loose == ["__init__.py", "__main__.py", "cli.py", "config.py", "io.py", "shards.py"], loose
