@@ -460,33 +460,28 @@ def _sum_stage_seconds(stats: list[dict]) -> dict[str, float]:
 
 def shard_bytes(out_dir: str) -> dict[str, Any]:
     """Bytes per clip in the shards of a run, split by member (frames summed as ``frames``)."""
-    import tarfile
+    from pipeline.shards import iter_samples
+    from schemas.sample import FLOW_MEMBER, decode_flow, encode_flow, is_frame_member
 
     per_clip: dict[str, dict[str, int]] = {}
     tars = sorted(n for n in os.listdir(out_dir) if n.endswith(".tar"))
     tar_bytes = 0
+    # The flow member's size at coarser quantisation steps (re-encoded from the stored flow).
+    by_step: dict[str, list[int]] = {}
     for name in tars:
         tar_bytes += os.path.getsize(os.path.join(out_dir, name))
-        with tarfile.open(os.path.join(out_dir, name)) as tf:
-            for m in tf:
-                key, _, ext = m.name.partition(".")
-                group = "frames (jpg)" if ext.startswith("f") and ext.endswith(".jpg") else ext
-                d = per_clip.setdefault(key, {})
-                d[group] = d.get(group, 0) + m.size
+        for key, members in iter_samples(os.path.join(out_dir, name)):
+            d = per_clip.setdefault(key, {})
+            for ext, data in members.items():
+                group = "frames (jpg)" if is_frame_member(ext) else ext
+                d[group] = d.get(group, 0) + len(data)
+            if FLOW_MEMBER in members and len(by_step.get("1/16", [])) < 8:
+                flow = decode_flow(members[FLOW_MEMBER])
+                for label, step in (("1/16", 1 / 16), ("1/8", 1 / 8), ("1/4", 1 / 4)):
+                    by_step.setdefault(label, []).append(len(encode_flow(flow, step)))
     n = len(per_clip)
     if not n:
         return {"clips": 0}
-    # The flow member's size at coarser quantisation steps (re-encoded from the stored flow).
-    from schemas.sample import decode_flow, encode_flow
-
-    by_step: dict[str, list[int]] = {}
-    for name in tars:
-        with tarfile.open(os.path.join(out_dir, name)) as tf:
-            for m in tf:
-                if m.name.endswith(".flow.pfz") and len(by_step.get("1/16", [])) < 8:
-                    flow = decode_flow(tf.extractfile(m).read())
-                    for label, step in (("1/16", 1 / 16), ("1/8", 1 / 8), ("1/4", 1 / 4)):
-                        by_step.setdefault(label, []).append(len(encode_flow(flow, step)))
     groups = sorted({g for d in per_clip.values() for g in d})
     totals = [sum(d.values()) for d in per_clip.values()]
     return {
