@@ -48,9 +48,9 @@ def per_stage(cfg: Config, data: str, n: int | None = None) -> dict[str, Any]:
     Also: the JPEG round trip (inside decode), the flow codec and the shard writer, and the
     size of the clip state a worker receives from its isolation child (pickled)."""
     from pipeline.shards import TarShardWriter
-    from pipeline.clip.processor import ClipFiltered, ClipProcessor
+    from pipeline.clip.processor import ClipFiltered, ClipProcessor, ClipRun
     from schemas.status import CLIP_STAGES
-    from schemas.sample import decode_jpeg, encode_flow, encode_jpeg, encode_sample
+    from schemas.sample import Sample, decode_jpeg, encode_flow, encode_jpeg, encode_sample
     from stages.errors import ClipError
 
     rows = _rows(data, n)
@@ -69,7 +69,7 @@ def per_stage(cfg: Config, data: str, n: int | None = None) -> dict[str, Any]:
             try:
                 for stage in CLIP_STAGES:
                     t0 = time.perf_counter()
-                    state = proc.decode(row) if stage == "decode" else getattr(proc, stage)(state)
+                    state = proc.step(stage, state, row)
                     secs[stage] += time.perf_counter() - t0
                     counts[stage] += 1
             except (ClipError, ClipFiltered) as e:
@@ -77,18 +77,18 @@ def per_stage(cfg: Config, data: str, n: int | None = None) -> dict[str, Any]:
                 continue
             q = cfg.decode.jpeg_quality
             t0 = time.perf_counter()
-            jp = [encode_jpeg(f, q) for f in state["frames"]]
+            jp = [encode_jpeg(f, q) for f in state.frames]
             _ = [decode_jpeg(j) for j in jp]
             extra["jpeg_round_trip"] += time.perf_counter() - t0
             t0 = time.perf_counter()
-            encode_flow(state["flow"], float(state["meta"]["flow"]["step"]))
+            encode_flow(state.flow, float(state.meta["flow"]["step"]))
             extra["flow_codec"] += time.perf_counter() - t0
             t0 = time.perf_counter()
             members = encode_sample(state)
             writer.write(row["clip_id"], members)
             extra["shard_writing"] += time.perf_counter() - t0
             written += 1
-            sent = {"_members": members, "meta": state["meta"], "timings": state.get("timings")}
+            sent = ClipRun(Sample(key=state.key, meta=state.meta), members=members)  # what the child sends
             t0 = time.perf_counter()
             blob = pickle.dumps(sent, protocol=pickle.HIGHEST_PROTOCOL)
             pickle.loads(blob)

@@ -194,8 +194,8 @@ class Sample:
     flow_pfz: bytes | None = None               # the flow's pfz1 bytes, kept between operators
     entity_masks: Any = None                    # first-frame masks between the two entity halves
 
-    # keys of the clip state dicts of older code, and of stages/ that still use them
-    _ALIASES = {"clip_id": "key", "_flow_pfz": "flow_pfz", "_entity_masks": "entity_masks"}
+    # keys of the clip state dicts that stages/ still use
+    _ALIASES = {"_entity_masks": "entity_masks"}
 
     @classmethod
     def _field(cls, k: str) -> str:

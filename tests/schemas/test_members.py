@@ -88,7 +88,7 @@ def test_sample_mapping_view_is_closed():
     assert "anchor_tracks" in s and "flow" not in s and s.get("flow", 3) == 3
     s["_entity_masks"] = ("sam", None, object(), None)        # the stages' key of a working field
     assert s.entity_masks is not None and s.pop("_entity_masks")[0] == "sam" and s.entity_masks is None
-    assert s["clip_id"] == "c1"
+    assert s["key"] == "c1"
     with pytest.raises(KeyError, match="not a Sample field"):
         s["row"] = {}
     with pytest.raises(KeyError):
