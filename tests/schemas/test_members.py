@@ -141,3 +141,27 @@ def test_required_members_missing_are_named():
         assert (name, "member missing") in bad
     meta = json.loads(members["json"])
     assert meta["schema_version"] == 2
+
+
+def test_member_names_are_spelled_in_schemas_sample_only():
+    """Code (not docstrings or comments) names the members through schemas.sample's constants."""
+    import ast
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    names = [m.name for m in MEMBERS if "." in m.name]           # flow.pfz, anchors.npz, entities.npz
+    hits = []
+    for top in ("pipeline", "stages", "schemas", "bench"):
+        for d, _, files in os.walk(os.path.join(root, top)):
+            for f in files:
+                path = os.path.join(d, f)
+                if not f.endswith(".py") or path.endswith(os.path.join("schemas", "sample.py")):
+                    continue
+                tree = ast.parse(open(path).read())
+                docs = {id(n.body[0].value) for n in ast.walk(tree)
+                        if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                        and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+                for n in ast.walk(tree):
+                    if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs:
+                        hits += [f"{os.path.relpath(path, root)}:{n.lineno}: {name}" for name in names if name in n.value]
+    assert not hits, "member names spelled outside schemas/sample.py:\n" + "\n".join(hits)
