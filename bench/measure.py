@@ -48,9 +48,9 @@ def per_stage(cfg: Config, data: str, n: int | None = None) -> dict[str, Any]:
     Also: the JPEG round trip (inside decode), the flow codec and the shard writer, and the
     size of the clip state a worker receives from its isolation child (pickled)."""
     from pipeline.shards import TarShardWriter
-    from pipeline.clip.processor import ClipFiltered, ClipProcessor
+    from pipeline.clip.processor import ClipFiltered, ClipProcessor, ClipRun
     from schemas.status import CLIP_STAGES
-    from schemas.sample import decode_jpeg, encode_flow, encode_jpeg, encode_sample
+    from schemas.sample import Sample, decode_jpeg, encode_flow, encode_jpeg, encode_sample
     from stages.errors import ClipError
 
     rows = _rows(data, n)
@@ -69,7 +69,7 @@ def per_stage(cfg: Config, data: str, n: int | None = None) -> dict[str, Any]:
             try:
                 for stage in CLIP_STAGES:
                     t0 = time.perf_counter()
-                    state = proc.decode(row) if stage == "decode" else getattr(proc, stage)(state)
+                    state = proc.step(stage, state, row)
                     secs[stage] += time.perf_counter() - t0
                     counts[stage] += 1
             except (ClipError, ClipFiltered) as e:
@@ -77,18 +77,18 @@ def per_stage(cfg: Config, data: str, n: int | None = None) -> dict[str, Any]:
                 continue
             q = cfg.decode.jpeg_quality
             t0 = time.perf_counter()
-            jp = [encode_jpeg(f, q) for f in state["frames"]]
+            jp = [encode_jpeg(f, q) for f in state.frames]
             _ = [decode_jpeg(j) for j in jp]
             extra["jpeg_round_trip"] += time.perf_counter() - t0
             t0 = time.perf_counter()
-            encode_flow(state["flow"], float(state["meta"]["flow"]["step"]))
+            encode_flow(state.flow, float(state.meta["flow"]["step"]))
             extra["flow_codec"] += time.perf_counter() - t0
             t0 = time.perf_counter()
             members = encode_sample(state)
             writer.write(row["clip_id"], members)
             extra["shard_writing"] += time.perf_counter() - t0
             written += 1
-            sent = {"_members": members, "meta": state["meta"], "timings": state.get("timings")}
+            sent = ClipRun(Sample(key=state.key, meta=state.meta), members=members)  # what the child sends
             t0 = time.perf_counter()
             blob = pickle.dumps(sent, protocol=pickle.HIGHEST_PROTOCOL)
             pickle.loads(blob)
@@ -460,33 +460,28 @@ def _sum_stage_seconds(stats: list[dict]) -> dict[str, float]:
 
 def shard_bytes(out_dir: str) -> dict[str, Any]:
     """Bytes per clip in the shards of a run, split by member (frames summed as ``frames``)."""
-    import tarfile
+    from pipeline.shards import iter_samples
+    from schemas.sample import FLOW_MEMBER, decode_flow, encode_flow, is_frame_member
 
     per_clip: dict[str, dict[str, int]] = {}
     tars = sorted(n for n in os.listdir(out_dir) if n.endswith(".tar"))
     tar_bytes = 0
+    # The flow member's size at coarser quantisation steps (re-encoded from the stored flow).
+    by_step: dict[str, list[int]] = {}
     for name in tars:
         tar_bytes += os.path.getsize(os.path.join(out_dir, name))
-        with tarfile.open(os.path.join(out_dir, name)) as tf:
-            for m in tf:
-                key, _, ext = m.name.partition(".")
-                group = "frames (jpg)" if ext.startswith("f") and ext.endswith(".jpg") else ext
-                d = per_clip.setdefault(key, {})
-                d[group] = d.get(group, 0) + m.size
+        for key, members in iter_samples(os.path.join(out_dir, name)):
+            d = per_clip.setdefault(key, {})
+            for ext, data in members.items():
+                group = "frames (jpg)" if is_frame_member(ext) else ext
+                d[group] = d.get(group, 0) + len(data)
+            if FLOW_MEMBER in members and len(by_step.get("1/16", [])) < 8:
+                flow = decode_flow(members[FLOW_MEMBER])
+                for label, step in (("1/16", 1 / 16), ("1/8", 1 / 8), ("1/4", 1 / 4)):
+                    by_step.setdefault(label, []).append(len(encode_flow(flow, step)))
     n = len(per_clip)
     if not n:
         return {"clips": 0}
-    # The flow member's size at coarser quantisation steps (re-encoded from the stored flow).
-    from schemas.sample import decode_flow, encode_flow
-
-    by_step: dict[str, list[int]] = {}
-    for name in tars:
-        with tarfile.open(os.path.join(out_dir, name)) as tf:
-            for m in tf:
-                if m.name.endswith(".flow.pfz") and len(by_step.get("1/16", [])) < 8:
-                    flow = decode_flow(tf.extractfile(m).read())
-                    for label, step in (("1/16", 1 / 16), ("1/8", 1 / 8), ("1/4", 1 / 4)):
-                        by_step.setdefault(label, []).append(len(encode_flow(flow, step)))
     groups = sorted({g for d in per_clip.values() for g in d})
     totals = [sum(d.values()) for d in per_clip.values()]
     return {

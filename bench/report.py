@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from schemas.sample import FLOW_MEMBER
+
 TARGETS = {
     "hd_vs_lower_bound": 0.85,   # end to end HD >= 0.85 x the lower bound
     "scaling_2_workers": 1.7,    # 2 workers >= 1.7 x 1 worker
@@ -156,7 +158,7 @@ def format_table(r: dict) -> str:
     members = sorted({g for k in cols for g in (_get(r, k, "bytes", "by_member") or {})})
     for g in members:
         add(f"  {g}", lambda k, g=g: _f(_get(r, k, "bytes", "by_member", g)))
-    add("  flow.pfz at step 1/16 | 1/8 | 1/4 px", lambda k: " | ".join(
+    add(f"  {FLOW_MEMBER} at step 1/16 | 1/8 | 1/4 px", lambda k: " | ".join(
         _f(_get(r, k, "bytes", "flow_pfz_bytes_by_step", s)) for s in ("1/16", "1/8", "1/4")))
 
     acc = r.get("accuracy")

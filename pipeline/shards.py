@@ -9,6 +9,10 @@ Files of shard ``N`` for prefix ``P`` (= ``<dataset>-<profile>``) in OUT:
 
 ``index.json`` (written at the end of a run) lists the shards with their sample counts.
 ``expand_urls`` turns what a reader is given (tar, brace pattern, folder) into shard URLs.
+
+Reading: ``iter_samples`` (every sample of a tar, in order, optionally only some members) and
+``tar_index`` / ``read_indexed`` (one sample's members without reading the others) are the
+one tar reader of the project: stage caches, report, validation, preview and bench use them.
 """
 from __future__ import annotations
 
@@ -17,20 +21,20 @@ import io
 import json
 import os
 import tarfile
-from typing import Iterable, Mapping
+from contextlib import contextmanager
+from typing import BinaryIO, Callable, Container, Iterable, Iterator, Mapping, NamedTuple, Union
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from schemas.sample import SCHEMA_VERSION
+from schemas.sample import SCHEMA_VERSION, member_rank
 from schemas.status import STATUS_SCHEMA
-
-# Member order inside a sample: frames first, then arrays, meta last (any order is valid).
-_ORDER = {"txt": 0, "flow.pfz": 2, "anchors.npz": 3, "entities.npz": 4, "json": 9}
 
 
 def member_order(name: str) -> tuple[int, str]:
-    return (_ORDER.get(name, 1), name)
+    """Member order inside a sample: text, frames, arrays, meta last (schemas.sample.MEMBERS;
+    any order is valid to a reader)."""
+    return (member_rank(name), name)
 
 
 def shard_name(prefix: str, shard: int, part: int = 0) -> str:
@@ -122,6 +126,75 @@ class TarShardWriter:
             self._tar = self._file = None
 
 
+def split_member_name(name: str) -> tuple[str, str]:
+    """``(key, member)`` of a tar entry name ``[DIR/]KEY.MEMBER`` (keys never contain dots)."""
+    key, _, ext = os.path.basename(name).partition(".")
+    return key, ext
+
+
+TarSource = Union[str, "os.PathLike[str]", BinaryIO]
+
+
+class TarProblem(NamedTuple):
+    """Something wrong with a tar's structure, as ``iter_samples`` meets it."""
+    key: str | None
+    member: str | None
+    problem: str
+
+
+@contextmanager
+def _open_tar(src: TarSource) -> Iterator[tarfile.TarFile]:
+    if isinstance(src, (str, os.PathLike)):
+        with tarfile.open(os.fspath(src)) as tf:
+            yield tf
+        return
+    seekable = getattr(src, "seekable", lambda: False)()
+    # a stream (an object-storage body) is read once, front to back
+    with tarfile.open(fileobj=src, mode="r:*" if seekable else "r|*") as tf:
+        yield tf
+
+
+def iter_samples(src: TarSource, members: Container[str] | Callable[[str], bool] | None = None,
+                 on_problem: Callable[[TarProblem], None] | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """``(key, {member: bytes})`` for each sample of a tar, in tar order.
+
+    ``src``: a path, or an open binary file object (seekable or a stream read front to back).
+    ``members``: the member names to read (a collection, or a predicate on the name); the
+    others are skipped without being read, and a sample whose members are all skipped is still
+    yielded (with an empty dict). Entries that are not regular files, or not named
+    ``KEY.MEMBER``, are skipped; a key whose members are not contiguous is yielded once per
+    run; a duplicated member keeps the last copy. ``on_problem`` is told each of these
+    (``TarProblem``). Tar errors (truncated, not a tar) propagate from the iteration."""
+    want = members if members is None or callable(members) else members.__contains__
+    report = on_problem or (lambda p: None)
+    seen: set[str] = set()
+    cur_key, cur, names = None, {}, set()
+    with _open_tar(src) as tf:
+        for info in tf:
+            key, ext = split_member_name(info.name)
+            if not info.isfile():
+                if not info.isdir():
+                    report(TarProblem(key or None, ext or None, "not a regular file"))
+                continue
+            if not ext or not key:
+                report(TarProblem(os.path.basename(info.name), None, "tar member without KEY.EXT name"))
+                continue
+            if key != cur_key:
+                if cur_key is not None:
+                    yield cur_key, cur
+                if key in seen:
+                    report(TarProblem(key, None, "key's members are not contiguous in the tar (split sample)"))
+                seen.add(key)
+                cur_key, cur, names = key, {}, set()
+            if ext in names:
+                report(TarProblem(key, ext, "duplicate member"))
+            names.add(ext)
+            if want is None or want(ext):
+                cur[ext] = tf.extractfile(info).read()
+    if cur_key is not None:
+        yield cur_key, cur
+
+
 def tar_index(paths: Iterable[str]) -> dict[str, dict[str, tuple[str, int, int]]]:
     """key -> {ext: (tar path, data offset, size)} over the tars of a shard: headers only, so
     one sample's members can be read later without reading the others."""
@@ -129,7 +202,7 @@ def tar_index(paths: Iterable[str]) -> dict[str, dict[str, tuple[str, int, int]]
     for path in paths:
         with tarfile.open(path) as tf:
             for m in tf:
-                key, _, ext = m.name.partition(".")
+                key, ext = split_member_name(m.name)
                 index.setdefault(key, {})[ext] = (path, m.offset_data, m.size)
     return index
 

@@ -1,6 +1,9 @@
 """The per-sample layout of a shard (versioned), with its encoder and decoder.
 
-A sample is the tar members sharing one key (``KEY.EXT``; keys never contain dots):
+A sample is the tar members sharing one key (``KEY.EXT``; keys never contain dots). The
+``MEMBERS`` table below is the one description of them (name, codec, and per array its
+``Sample`` field, dtype and shape rule): ``encode_sample``, ``decode_sample`` and the shard
+validator (``pipeline.tools.validate``) iterate over it; :class:`Sample` is the typed content.
 
 ==================  ==========================================================================
 member              content
@@ -38,225 +41,313 @@ pretends that visible means reliable.
 """
 from __future__ import annotations
 
-import io
 import json
-import struct
-from typing import Any, Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Iterator, Mapping
 
 import numpy as np
+
+from .codecs import (DEFAULT_FLOW_STEP, FLOW_MAGIC, decode_flow, decode_jpeg, dequantize_flow,  # noqa: F401
+                     encode_flow, encode_jpeg, load_npz, npz_bytes, quantize_flow)
 
 SCHEMA_VERSION = 2
 KNOWN_SCHEMA_VERSIONS = (1, 2)
 
-DEFAULT_FLOW_STEP = 1.0 / 16.0
+
+# ---------------------------------------------------------------- the MEMBERS table
+@dataclass(frozen=True)
+class Array:
+    """One array of a sample: the ``Sample`` field (and ``decode_sample`` key) that holds it,
+    its name inside its member (``""`` for a member that is one array), dtype and shape rule.
+
+    A shape rule is a tuple of sizes: an int is fixed; a name is a size of the sample, the same
+    wherever it appears: ``L`` frames, ``L-1`` frame pairs, ``H``/``W`` profile height/width
+    (``meta.profile``), ``A`` anchors, ``K`` entities (set by the first array that has them).
+    ``within``: the array is stored as ``self & within`` (another array of the member), so it
+    is never true where ``within`` is false. ``optional``: the array may be absent."""
+    field: str
+    key: str
+    dtype: str
+    shape: tuple
+    optional: bool = False
+    within: str | None = None
+
+    def expected(self, sizes: Mapping[str, int | None]) -> tuple[int | None, ...]:
+        """The shape rule with the known sizes filled in (None: any size)."""
+        out = []
+        for s in self.shape:
+            if isinstance(s, int):
+                out.append(s)
+            elif s == "L-1":
+                out.append(None if sizes.get("L") is None else sizes["L"] - 1)
+            else:
+                out.append(sizes.get(s))
+        return tuple(out)
+
+    def bind(self, sizes: dict[str, int | None], shape: tuple[int, ...]) -> None:
+        """Learn the named sizes not known yet from an array that matched the rule."""
+        for s, d in zip(self.shape, shape):
+            if isinstance(s, str) and s != "L-1" and sizes.get(s) is None:
+                sizes[s] = int(d)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One tar member of a sample (``KEY.NAME``): its codec and the ``Sample`` fields it holds.
+
+    ``codec``: ``utf-8`` (text), ``json`` (the meta), ``jpeg`` (one member per frame,
+    ``f000.jpg`` ..., named by :func:`frame_member`), ``pfz1`` (the flow codec) or ``npz``
+    (named arrays, ``numpy.savez_compressed``, read without pickle). ``required``: every
+    sample has it (frames: ``meta.profile.frames`` of them)."""
+    name: str
+    codec: str
+    arrays: tuple[Array, ...] = ()
+    text: str | None = None          # the Sample field of a utf-8 / json member
+    required: bool = True
+
+    def array(self, key: str) -> Array:
+        return next(a for a in self.arrays if a.key == key)
+
+
 FRAME_EXT = "jpg"
-FLOW_MEMBER = "flow.pfz"
+FRAME_PATTERN = "f{:03d}." + FRAME_EXT
+
+TXT = Member("txt", "utf-8", text="caption")
+FRAMES = Member(FRAME_PATTERN, "jpeg", (Array("frames", "", "uint8", ("L", "H", "W", 3)),))
+FLOW = Member("flow.pfz", "pfz1", (Array("flow", "", "float32", ("L-1", 2, "H", "W")),))
+ANCHORS = Member("anchors.npz", "npz", (
+    Array("anchor_tracks", "tracks", "float32", ("A", "L", 2)),
+    Array("anchor_weights", "weights", "float32", ("A",)),
+    Array("anchor_visible", "visible", "bool", ("A", "L")),
+    Array("anchor_reliable", "reliable", "bool", ("A", "L"), optional=True, within="visible"),  # schema 2
+))
+ENTITIES = Member("entities.npz", "npz", (
+    Array("entity_ids", "ids", "int32", ("K",)),
+    Array("entity_mask", "mask", "uint16", ("H", "W")),
+    Array("entity_radii", "radii", "float32", ("K",)),
+    Array("entity_tracks", "tracks", "float32", ("K", "L", 2)),
+    Array("entity_visibility", "visibility", "bool", ("K", "L")),
+), required=False)
+JSON = Member("json", "json", text="meta")
+
+# In tar order (the writer's: text, frames, arrays, meta last; any order is valid to a reader).
+MEMBERS: tuple[Member, ...] = (TXT, FRAMES, FLOW, ANCHORS, ENTITIES, JSON)
+
+FLOW_MEMBER = FLOW.name
+ANCHORS_MEMBER = ANCHORS.name
+ENTITIES_MEMBER = ENTITIES.name
+REQUIRED_MEMBERS = tuple(m.name for m in MEMBERS if m.required and m is not FRAMES)   # frames: by count
+KNOWN_MEMBERS = tuple(m.name for m in MEMBERS if m is not FRAMES)                     # and the frames
 
 
 def frame_member(i: int) -> str:
-    return f"f{i:03d}.{FRAME_EXT}"
+    return FRAME_PATTERN.format(i)
 
 
 def is_frame_member(name: str) -> bool:
     return name.startswith("f") and name.endswith("." + FRAME_EXT) and name[1:-4].isdigit()
 
 
-# ---------------------------------------------------------------- array containers
-def npz_bytes(**arrays: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    return buf.getvalue()
+def member_of(name: str) -> Member | None:
+    """The MEMBERS entry of a member name (None: an unknown member)."""
+    if is_frame_member(name):
+        return FRAMES
+    return next((m for m in MEMBERS if m.name == name), None)
 
 
-def load_npz(data: bytes) -> dict[str, np.ndarray]:
-    with np.load(io.BytesIO(data), allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+def member_rank(name: str) -> int:
+    """Position of a member in a sample's tar order (unknown members go with the frames)."""
+    m = member_of(name)
+    return MEMBERS.index(m if m is not None else FRAMES)
 
 
-# ---------------------------------------------------------------- flow
-# Flow codec "pfz1": flow is quantised to integer multiples of ``step`` px, each (H, W) plane is
-# replaced by its 2-D mixed difference (residual of the predictor left + up - up-left, zero
-# padded), residuals are zigzag-mapped to uint32, byte-shuffled (4 planes) and zstd-compressed.
-# Decoding is a zstd decompression and a double cumulative sum: exact, vectorised, fast.
-# Layout: b"PFZ1" | uint32 n, c, h, w | float32 step | uint64 payload size | zstd payload.
-FLOW_MAGIC = b"PFZ1"
-_FLOW_HEADER = struct.Struct("<4s4IfQ")
+# ---------------------------------------------------------------- the typed sample
+@dataclass(eq=False)
+class Sample:
+    """The content of one clip: what its shard members hold, decoded, plus the working arrays
+    the stages pass on without storing. Bookkeeping (manifest row, stages done, timings) is
+    not here: ``pipeline.run.work.ClipWork`` holds it beside the sample.
+
+    Fields of stored members are named as ``decode_sample``'s keys (the ``MEMBERS`` table maps
+    each to its member). ``stages/`` functions that still take a clip state dict read and
+    write a ``Sample`` by key (``s["flow"]``, ``s.get(...)``, ``s.update(...)``, ``"x" in s``:
+    a field that is not None); an unknown key is a ``KeyError`` naming the fields.
+    """
+    key: str | None = None                  # the clip id (the tar key)
+    caption: str = ""                       # txt
+    meta: dict = field(default_factory=dict)  # json
+    frames: np.ndarray | None = None        # (L, H, W, 3) uint8: the decoded frames_jpeg
+    frames_jpeg: list = field(default_factory=list)  # the stored JPEG bytes
+    flow: np.ndarray | None = None          # flow.pfz, at the stored precision
+    anchor_tracks: np.ndarray | None = None
+    anchor_weights: np.ndarray | None = None
+    anchor_visible: np.ndarray | None = None
+    anchor_reliable: np.ndarray | None = None   # None: unverified (schema 1)
+    entity_ids: np.ndarray | None = None
+    entity_mask: np.ndarray | None = None
+    entity_radii: np.ndarray | None = None
+    entity_tracks: np.ndarray | None = None
+    entity_visibility: np.ndarray | None = None
+    # working data, never stored
+    backward_flow: np.ndarray | None = None     # computed for the anchors' reliability, reused by entities
+    backward_flow_backend: dict | None = None   # describe() of the backend that computed it
+    flow_pfz: bytes | None = None               # the flow's pfz1 bytes, kept between operators
+    entity_masks: Any = None                    # first-frame masks between the two entity halves
+
+    # keys of the clip state dicts that stages/ still use
+    _ALIASES = {"_entity_masks": "entity_masks"}
+
+    @classmethod
+    def _field(cls, k: str) -> str:
+        name = cls._ALIASES.get(k, k)
+        if name not in _SAMPLE_FIELDS:
+            raise KeyError(f"{k!r} is not a Sample field (fields: {', '.join(sorted(_SAMPLE_FIELDS))})")
+        return name
+
+    def __getitem__(self, k: str) -> Any:
+        return getattr(self, self._field(k))
+
+    def __setitem__(self, k: str, v: Any) -> None:
+        setattr(self, self._field(k), v)
+
+    def __contains__(self, k: str) -> bool:
+        return getattr(self, self._field(k)) is not None
+
+    def get(self, k: str, default: Any = None) -> Any:
+        v = getattr(self, self._field(k))
+        return default if v is None else v
+
+    def pop(self, k: str, *default: Any) -> Any:
+        name = self._field(k)
+        v = getattr(self, name)
+        if v is None:
+            if default:
+                return default[0]
+            raise KeyError(k)
+        setattr(self, name, _DEFAULTS[name]())
+        return v
+
+    def update(self, other: Mapping[str, Any] = (), **kw: Any) -> None:
+        for k, v in {**dict(other), **kw}.items():
+            self[k] = v
+
+    def stored(self) -> Iterator[Member]:
+        """The members this sample's content fills (what ``encode_sample`` writes)."""
+        for m in MEMBERS:
+            if m.text is not None or m is FRAMES or getattr(self, m.arrays[0].field) is not None:
+                yield m
+
+    def to_members(self) -> dict[str, bytes]:
+        return encode_sample(self)
+
+    @classmethod
+    def from_members(cls, members: Mapping[str, bytes], key: str | None = None) -> "Sample":
+        return cls(**decode_sample(members, key))
+
+    def as_dict(self) -> dict[str, Any]:
+        """``decode_sample``'s dict of this sample (the fields of its stored members)."""
+        out: dict[str, Any] = {"key": self.key, "caption": self.caption, "meta": self.meta,
+                               "frames": self.frames, "frames_jpeg": self.frames_jpeg, "flow": self.flow}
+        for m in (ANCHORS, ENTITIES):
+            if getattr(self, m.arrays[0].field) is not None:
+                out.update({a.field: getattr(self, a.field) for a in m.arrays})
+        return out
 
 
-def quantize_flow(flow: np.ndarray, step: float = DEFAULT_FLOW_STEP) -> np.ndarray:
-    """Integer flow in units of ``step`` (what the codec stores)."""
-    q = np.divide(np.asarray(flow, np.float32), np.float32(step))  # one temporary, rounded in place
-    np.rint(q, out=q)
-    np.clip(q, -(2 ** 30), 2 ** 30, out=q)
-    return q.astype(np.int32)
-
-
-def encode_flow(flow: np.ndarray, step: float = DEFAULT_FLOW_STEP) -> bytes:
-    """Encode flow (N, 2, H, W) float px; max error = step / 2.
-
-    Works one (H, W) plane at a time (the passes stay in the CPU cache), writing each plane's
-    residual bytes into the four byte planes of the shuffled buffer."""
-    import pyarrow as pa
-
-    flow = np.asarray(flow, np.float32)
-    if flow.ndim != 4:
-        raise ValueError(f"flow must be (N, 2, H, W), got shape {flow.shape}")
-    n, c, h, w = flow.shape
-    size = h * w
-    shuffled = np.empty((4, n * c * size), np.uint8)
-    q = np.empty((h, w), np.float32)
-    d = np.empty((h, w), np.int32)
-    up = np.empty((h - 1, w), np.int32) if h > 1 else None
-    for k, plane in enumerate(flow.reshape(n * c, h, w)):
-        np.divide(plane, np.float32(step), out=q)        # as quantize_flow
-        np.rint(q, out=q)
-        np.clip(q, -(2 ** 30), 2 ** 30, out=q)
-        qi = q.astype(np.int32)
-        d[:, 0] = qi[:, 0]
-        np.subtract(qi[:, 1:], qi[:, :-1], out=d[:, 1:])
-        if up is not None:
-            up[...] = d[:-1]
-            d[1:] -= up
-        zz = np.bitwise_xor(np.left_shift(d, 1), np.right_shift(d, 31)).view(np.uint32)
-        b = zz.astype("<u4", copy=False).view(np.uint8).reshape(size, 4)
-        shuffled[:, k * size:(k + 1) * size] = b.T
-    payload = pa.compress(shuffled, codec="zstd", asbytes=True)
-    return _FLOW_HEADER.pack(FLOW_MAGIC, n, c, h, w, float(step), shuffled.nbytes) + payload
-
-
-def decode_flow(data: bytes) -> np.ndarray:
-    """Inverse of :func:`encode_flow`: float32 (N, 2, H, W) px."""
-    import pyarrow as pa
-
-    magic, n, c, h, w, step, size = _FLOW_HEADER.unpack_from(data)
-    if magic != FLOW_MAGIC:
-        raise ValueError(f"not a flow member (magic {magic!r})")
-    raw = pa.decompress(memoryview(data)[_FLOW_HEADER.size:], decompressed_size=size, codec="zstd", asbytes=True)
-    planes = np.frombuffer(raw, np.uint8).reshape(4, -1)
-    zz = np.empty((planes.shape[1], 4), np.uint8)
-    for k in range(4):  # un-shuffle plane by plane (faster than a transposed copy)
-        zz[:, k] = planes[k]
-    zz = zz.view("<u4").reshape(n, c, h, w)
-    d = (zz >> 1).view(np.int32) ^ -(zz & 1).view(np.int32)
-    # int32 sums: exact, since the encoder's residuals are int32 differences (wrap-around
-    # arithmetic cancels) and every quantised value fits int32.
-    q = np.cumsum(d, axis=-1, dtype=np.int32)
-    np.cumsum(q, axis=-2, dtype=np.int32, out=q)
-    out = q.astype(np.float32)
-    out *= np.float32(step)
-    return out
-
-
-def dequantize_flow(flow: np.ndarray, step: float = DEFAULT_FLOW_STEP) -> np.ndarray:
-    """The flow a reader will get back: ``flow`` rounded to the stored precision."""
-    out = quantize_flow(flow, step).astype(np.float32)
-    out *= np.float32(step)
-    return out
-
-
-# ---------------------------------------------------------------- frames
-def encode_jpeg(frame_rgb: np.ndarray, quality: int) -> bytes:
-    import cv2
-
-    bgr = cv2.cvtColor(np.ascontiguousarray(frame_rgb), cv2.COLOR_RGB2BGR)  # same bytes as [..., ::-1], faster
-    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise ValueError("JPEG encoding failed")
-    return buf.tobytes()
-
-
-def decode_jpeg(data: bytes) -> np.ndarray:
-    import cv2
-
-    rgb_flag = getattr(cv2, "IMREAD_COLOR_RGB", None)
-    if rgb_flag is not None:  # OpenCV >= 4.11 decodes straight to RGB (no channel-swap copy)
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), rgb_flag)
-        if img is None:
-            raise ValueError("not a decodable JPEG")
-        return img
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError("not a decodable JPEG")
-    return np.ascontiguousarray(img[..., ::-1])
+_SAMPLE_FIELDS = frozenset(f.name for f in fields(Sample))
+_DEFAULTS = {f.name: (f.default_factory if f.default is MISSING else (lambda d=f.default: d)) for f in fields(Sample)}
 
 
 # ---------------------------------------------------------------- whole samples
-def encode_sample(sample: Mapping[str, Any]) -> dict[str, bytes]:
-    """Encode a processed clip into tar members (without the key).
+def _value(sample: Any, name: str) -> Any:
+    return getattr(sample, name) if isinstance(sample, Sample) else sample.get(name)
+
+
+def _encode_npz(m: Member, sample: Any) -> bytes:
+    arrays: dict[str, np.ndarray] = {}
+    for a in m.arrays:
+        v = _value(sample, a.field)
+        if v is None:
+            if a.optional:
+                continue
+            raise ValueError(f"{a.field} missing: {m.name} needs {', '.join(x.field for x in m.arrays)}")
+        arr = np.asarray(v, np.dtype(a.dtype))
+        if a.within is not None:
+            inner = arrays[a.within]
+            if arr.shape != inner.shape:
+                raise ValueError(f"{a.field} {arr.shape} must match {m.array(a.within).field} {inner.shape}")
+            arr = arr & inner
+        arrays[a.key] = arr
+    return npz_bytes(**arrays)
+
+
+def encode_sample(sample: Sample | Mapping[str, Any]) -> dict[str, bytes]:
+    """Encode a processed clip into tar members (without the key), member by member of ``MEMBERS``.
 
     Members whose data is absent (a partial state, as kept by ``--stage``) are left out.
 
-    ``sample`` holds: ``caption`` (str), ``meta`` (dict), ``frames_jpeg`` (list of bytes),
-    ``flow`` (float32 array), ``anchor_tracks``/``anchor_weights``/``anchor_visible``,
-    ``anchor_reliable`` (None or absent: no ``reliable`` array is written, and the sample
-    reads back as unverified) and, optionally, ``entity_*`` arrays.
+    ``sample``: a :class:`Sample`, or a dict with its field names: ``caption`` (str), ``meta``
+    (dict), ``frames_jpeg`` (list of bytes), ``flow`` (float32 array),
+    ``anchor_tracks``/``anchor_weights``/``anchor_visible``, ``anchor_reliable`` (None or
+    absent: no ``reliable`` array is written, and the sample reads back as unverified) and,
+    optionally, ``entity_*`` arrays.
     """
-    meta = dict(sample["meta"])
+    meta = dict(_value(sample, "meta"))
     meta["schema_version"] = SCHEMA_VERSION
-    members: dict[str, bytes] = {
-        "txt": (sample.get("caption") or "").encode("utf-8"),
-    }
-    for i, jpg in enumerate(sample["frames_jpeg"]):
-        members[frame_member(i)] = jpg
-    if sample.get("flow") is not None:
-        step = float(meta.get("flow", {}).get("step", DEFAULT_FLOW_STEP))
-        members[FLOW_MEMBER] = encode_flow(sample["flow"], step)
-    if sample.get("anchor_tracks") is not None:
-        arrays = dict(
-            tracks=np.asarray(sample["anchor_tracks"], np.float32),
-            weights=np.asarray(sample["anchor_weights"], np.float32),
-            visible=np.asarray(sample["anchor_visible"], bool),
-        )
-        if sample.get("anchor_reliable") is not None:
-            reliable = np.asarray(sample["anchor_reliable"], bool)
-            if reliable.shape != arrays["visible"].shape:
-                raise ValueError(f"anchor_reliable {reliable.shape} must match anchor_visible "
-                                 f"{arrays['visible'].shape}")
-            arrays["reliable"] = reliable & arrays["visible"]
-        members["anchors.npz"] = npz_bytes(**arrays)
-    if sample.get("entity_ids") is not None:
-        members["entities.npz"] = npz_bytes(
-            ids=np.asarray(sample["entity_ids"], np.int32),
-            mask=np.asarray(sample["entity_mask"], np.uint16),
-            radii=np.asarray(sample["entity_radii"], np.float32),
-            tracks=np.asarray(sample["entity_tracks"], np.float32),
-            visibility=np.asarray(sample["entity_visibility"], bool),
-        )
-    members["json"] = json.dumps(meta, sort_keys=True, ensure_ascii=False).encode("utf-8")
+    members: dict[str, bytes] = {}
+    for m in MEMBERS:
+        if m.codec == "utf-8":
+            members[m.name] = (_value(sample, m.text) or "").encode("utf-8")
+        elif m.codec == "json":
+            members[m.name] = json.dumps(meta, sort_keys=True, ensure_ascii=False).encode("utf-8")
+        elif m.codec == "jpeg":
+            jpegs = sample.frames_jpeg if isinstance(sample, Sample) else sample["frames_jpeg"]
+            for i, jpg in enumerate(jpegs):
+                members[frame_member(i)] = jpg
+        elif _value(sample, m.arrays[0].field) is None:
+            continue
+        elif m.codec == "pfz1":
+            step = float(meta.get("flow", {}).get("step", DEFAULT_FLOW_STEP))
+            members[m.name] = encode_flow(_value(sample, m.arrays[0].field), step)
+        elif m.codec == "npz":
+            members[m.name] = _encode_npz(m, sample)
+        else:
+            raise ValueError(f"unknown codec {m.codec!r} of member {m.name}")
     return members
-
-
-REQUIRED_MEMBERS = ("txt", "json", FLOW_MEMBER, "anchors.npz")
 
 
 def decode_sample(members: Mapping[str, bytes], key: str | None = None) -> dict[str, Any]:
     """Decode tar members of one sample into arrays (inverse of :func:`encode_sample`).
 
-    Also returns ``frames_jpeg`` (the stored JPEG bytes) so a sample can be re-encoded as is.
-    ``anchor_reliable`` is None when the sample has no ``reliable`` array (schema 1).
+    Returns a dict keyed as the :class:`Sample` fields (``Sample.from_members`` gives the
+    typed object): ``key``, ``caption``, ``meta``, ``frames``, ``frames_jpeg`` (the stored
+    JPEG bytes, so a sample can be re-encoded as is), ``flow`` and the arrays of the npz
+    members present. ``anchor_reliable`` is None when the sample has no ``reliable`` array
+    (schema 1).
     """
-    meta = json.loads(members["json"])
+    meta = json.loads(members[JSON.name])
     version = meta.get("schema_version")
     if version not in KNOWN_SCHEMA_VERSIONS:
         raise ValueError(f"unknown sample schema version {version!r} (known: {KNOWN_SCHEMA_VERSIONS})")
-    names = sorted(n for n in members if is_frame_member(n))
-    frames = np.stack([decode_jpeg(members[n]) for n in names]) if names else None
-    out: dict[str, Any] = {
-        "key": key if key is not None else meta.get("clip_id"),
-        "caption": members.get("txt", b"").decode("utf-8"),
-        "meta": meta,
-        "frames": frames,
-        "frames_jpeg": [members[n] for n in names],
-        "flow": decode_flow(members[FLOW_MEMBER]) if FLOW_MEMBER in members else None,
-    }
-    if "anchors.npz" in members:
-        a = load_npz(members["anchors.npz"])
-        out["anchor_tracks"], out["anchor_weights"], out["anchor_visible"] = a["tracks"], a["weights"], a["visible"]
-        out["anchor_reliable"] = a["reliable"] & a["visible"] if "reliable" in a else None
-    if "entities.npz" in members:
-        e = load_npz(members["entities.npz"])
-        out.update(
-            entity_ids=e["ids"], entity_mask=e["mask"], entity_radii=e["radii"],
-            entity_tracks=e["tracks"], entity_visibility=e["visibility"],
-        )
+    out: dict[str, Any] = {"key": key if key is not None else meta.get("clip_id")}
+    for m in MEMBERS:
+        if m.codec == "utf-8":
+            out[m.text] = members.get(m.name, b"").decode("utf-8")
+        elif m.codec == "json":
+            out[m.text] = meta
+        elif m.codec == "jpeg":
+            names = sorted(n for n in members if is_frame_member(n))
+            out[m.arrays[0].field] = np.stack([decode_jpeg(members[n]) for n in names]) if names else None
+            out["frames_jpeg"] = [members[n] for n in names]
+        elif m.codec == "pfz1":
+            out[m.arrays[0].field] = decode_flow(members[m.name]) if m.name in members else None
+        elif m.name in members:
+            z = load_npz(members[m.name])
+            for a in m.arrays:
+                if a.key not in z and a.optional:
+                    out[a.field] = None
+                elif a.within is not None:
+                    out[a.field] = z[a.key] & z[a.within]
+                else:
+                    out[a.field] = z[a.key]
     return out

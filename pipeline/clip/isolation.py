@@ -10,21 +10,21 @@ clip is recorded as an error with reason ``crashed`` or ``timeout`` and the shar
 
     runner = IsolatedRunner(cfg, encoded=True)
     try:
-        out = runner(processor, row, "entities", state)   # {"_members", "meta", "timings", ...}
+        out = runner(processor, row, "entities", sample)  # a ClipRun (processor.py)
     finally:
         runner.close()
 
 Protocol (a ``multiprocessing`` pipe; the child is started with ``spawn`` by default, so it
 shares no threads or library state with the worker): the child sends ``("ready", pid)``,
-then for each job ``("run", row, until, state)`` it sends ``("stage", name)`` before each
-stage and finally ``("ok", state)`` or ``("error"|"filtered", reason, message)`` or
+then for each job ``("run", row, until, sample)`` it sends ``("stage", name)`` before each
+stage and finally ``("ok", ClipRun)`` or ``("error"|"filtered", reason, message)`` or
 ``("internal", message, traceback)``. Time limits are per stage: ``decode.timeout_s`` for
 decode, ``isolation.stage_timeout_s`` for the others (a child's start-up is not counted).
 The child exits when the worker closes the pipe or dies.
 
 With ``encoded=True`` (what the executors use) the child also encodes the sample's tar
-members and sends ``{"_members": {ext: bytes}, "meta", "timings", "stages_done"}`` instead of
-the whole clip state: about 2 MB through the pipe instead of 30 MB of arrays per HD clip.
+members and sends them (``ClipRun.members``, with a sample holding only the meta) instead of
+the whole clip: about 2 MB through the pipe instead of 30 MB of arrays per HD clip.
 """
 from __future__ import annotations
 
@@ -146,10 +146,10 @@ class IsolatedRunner:
     def _limit(self, stage: str) -> float:
         return self.decode_timeout_s if stage == "decode" else self.stage_timeout_s
 
-    def _run_once(self, row: dict, until: str, state: dict | None) -> dict:
+    def _run_once(self, row: dict, until: str, sample: Any) -> Any:
         from pipeline.clip.processor import ClipFiltered
 
-        self._conn.send(("run", row, until, state, self.encoded))
+        self._conn.send(("run", row, until, sample, self.encoded))
         stage = "start"
         deadline = time.monotonic() + self._limit("decode")
         while True:
@@ -170,9 +170,7 @@ class IsolatedRunner:
                     stage = msg[1]
                     deadline = time.monotonic() + self._limit(stage)
                 elif kind == "ok":
-                    out = msg[1]
-                    out["row"] = row
-                    return out
+                    return msg[1]
                 elif kind == "error":
                     raise ClipError(msg[1], msg[2])
                 elif kind == "filtered":
@@ -184,16 +182,17 @@ class IsolatedRunner:
                 self.crashes += 1
                 raise _ChildLost("crashed", f"worker process {describe_exit(self._proc.exitcode)} in stage {stage}")
 
-    def __call__(self, processor: Any, row: dict, until: str, state: dict | None) -> dict:
-        """Run one clip up to ``until`` (``processor`` is not used:
-        the child has its own, built from the same config)."""
+    def __call__(self, processor: Any, row: dict, until: str, sample: Any = None) -> Any:
+        """Run one clip up to ``until`` from ``sample`` (a ``schemas.sample.Sample`` or None);
+        returns the child's ``ClipRun`` (``processor`` is not used: the child has its own,
+        built from the same config)."""
         attempts = 1 + self.retries
         lost: _ChildLost | None = None
         for attempt in range(1, attempts + 1):
             try:
                 if self._proc is None:
                     self._start()
-                return self._run_once(row, until, state)
+                return self._run_once(row, until, sample)
             except _ChildLost as e:
                 lost = e
                 self._kill()  # the next attempt (or clip) gets a fresh child
@@ -216,9 +215,9 @@ def _child_main(conn, cfg_dict: dict, ppid: int) -> None:
 
     try:
         from pipeline.config import config_from_dict
-        from schemas.sample import encode_sample
+        from schemas.sample import Sample, encode_sample
 
-        from pipeline.clip.processor import ClipFiltered, ClipProcessor
+        from pipeline.clip.processor import ClipFiltered, ClipProcessor, ClipRun
 
         proc = ClipProcessor(config_from_dict(cfg_dict))
     except BaseException as e:  # noqa: BLE001 - reported to the worker
@@ -232,13 +231,12 @@ def _child_main(conn, cfg_dict: dict, ppid: int) -> None:
             return
         if msg[0] != "run":
             return
-        _, row, until, state, encoded = msg
+        _, row, until, sample, encoded = msg
         try:
-            out = proc.run(row, until, state, on_stage=lambda s: conn.send(("stage", s)))
-            out.pop("row", None)  # the worker has it
+            out = proc.run(row, until, sample, on_stage=lambda s: conn.send(("stage", s)))
             if encoded:
-                out = {"_members": encode_sample(out), "meta": out["meta"], "timings": out.get("timings"),
-                       "stages_done": out.get("stages_done")}
+                out = ClipRun(Sample(key=out.sample.key, meta=out.sample.meta), out.stages_done, out.timings,
+                              members=encode_sample(out.sample))
             conn.send(("ok", out))
         except ClipFiltered as e:
             conn.send(("filtered", e.reason, e.message))

@@ -1,21 +1,25 @@
 """Per-clip processing with no Ray in it: what every operator of the run calls.
 
 ``ClipProcessor`` runs the stages of one clip in order (decode -> captions -> flow ->
-motion -> trajectories -> entities) on a clip state dict; the entity stage is also available
-as its two halves (``entity_masks``, ``entity_tracks``) and the model stages over several
-clips at once (``captions_many``, ``flow_many``, ``entity_masks_many``), which the GPU
-operators of ``pipeline.run`` use. The shard loop, staging and commit live in ``pipeline.run``.
+motion -> trajectories -> entities) on its ``schemas.sample.Sample`` (the clip's content:
+each stage fills its fields and meta); the entity stage is also available as its two halves
+(``entity_masks``, ``entity_tracks``) and the model stages over several clips at once
+(``captions_many``, ``flow_many``, ``entity_masks_many``), which the GPU operators of
+``pipeline.run`` use; ``step`` / ``step_many`` call one of them by name. ``run`` returns a
+``ClipRun``: the sample with the stages done and their seconds (bookkeeping, kept beside the
+sample). The shard loop, staging and commit live in ``pipeline.run``.
 """
 from __future__ import annotations
 
 import logging
 import os
 import time
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from schemas.sample import DEFAULT_FLOW_STEP, decode_jpeg, decode_sample, dequantize_flow, encode_jpeg
+from schemas.sample import DEFAULT_FLOW_STEP, Sample, decode_jpeg, dequantize_flow, encode_jpeg
 from schemas.status import CLIP_STAGES
 from stages.decode import clip_rng, decode_frame_folder, decode_video
 from stages.errors import ClipError, split_reason
@@ -25,6 +29,19 @@ from pipeline.config import Config
 
 log = logging.getLogger(__name__)
 
+# steps that read the manifest row besides the sample (the mask source may come from the dataset)
+_ROW_STEPS = ("entities", "entity_masks", "entity_tracks")
+
+
+@dataclass
+class ClipRun:
+    """What ``ClipProcessor.run`` gives back: the sample and the run's bookkeeping of it.
+    ``members``: the encoded sample instead, when the isolation child was asked for it (then
+    ``sample`` holds only the meta)."""
+    sample: Sample
+    stages_done: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    members: dict[str, bytes] | None = None
 
 
 class ClipFiltered(Exception):
@@ -90,7 +107,7 @@ class ClipProcessor:
         return self._captioner or None
 
     @property
-    def entity_stage(self) -> Callable[[dict, dict], dict] | None:
+    def entity_stage(self) -> Callable[[Sample, dict], Sample] | None:
         if self._entities is None:
             try:
                 from stages.entities import make_entity_stage
@@ -101,7 +118,21 @@ class ClipProcessor:
         return self._entities or None
 
     # ---- stages
-    def decode(self, row: dict) -> dict:
+    def step(self, name: str, sample: Sample | None, row: dict | None = None) -> Sample:
+        """Run one step (a clip stage or an entity half) by name on one clip."""
+        if name == "decode":
+            return self.decode(row)
+        if name in _ROW_STEPS:
+            return getattr(self, name)(sample, row)
+        return getattr(self, name)(sample)
+
+    def step_many(self, name: str, samples: list[Sample], rows: list[dict] | None = None) -> list[Sample]:
+        """A model step over several clips (``captions``, ``flow``, ``entity_masks``)."""
+        if name == "entity_masks":
+            return self.entity_masks_many(samples, rows)
+        return getattr(self, name + "_many")(samples)
+
+    def decode(self, row: dict) -> Sample:
         if row.get("error"):
             reason, message = split_reason(row["error"])
             raise ClipError(reason, message)
@@ -130,87 +161,86 @@ class ClipProcessor:
             "seed": self.cfg.seed,
             **clip.meta(),
         }
-        state = {"clip_id": row["clip_id"], "caption": row.get("caption") or "", "meta": meta,
-                 "frames_jpeg": jpegs, "frames": frames, "row": row}
-        return state
+        return Sample(key=row["clip_id"], caption=row.get("caption") or "", meta=meta, frames_jpeg=jpegs,
+                      frames=frames)
 
-    def captions(self, state: dict) -> dict:
+    def captions(self, sample: Sample) -> Sample:
         """The sample's text by the caption rule (stages.captions.choose_caption)."""
-        return self.captions_many([state])[0]
+        return self.captions_many([sample])[0]
 
-    def captions_many(self, states: list[dict]) -> list[dict]:
-        """Captions of several decoded clip states in one batched model call (for a GPU
-        operator that holds several clips). Sets ``state["caption"]`` (the ``.txt`` member),
+    def captions_many(self, states: list[Sample]) -> list[Sample]:
+        """Captions of several decoded clips in one batched model call (for a GPU operator
+        that holds several clips). Sets ``caption`` (the ``.txt`` member),
         ``meta["caption"] = {source, model, prompt, frames, max_new_tokens}`` (``frames``: the
         captioned frame indices; all but ``source`` None for ``dataset`` / ``none``) and
-        ``meta["caption_empty"]``, and adds "captions" to ``state["stages_done"]`` so that a
-        later ``run(row, until, state)`` goes on from there. Dataset captions are replaced only
+        ``meta["caption_empty"]``, and adds "captions" to ``meta["stages_done"]`` so that a
+        later ``run(row, until, sample)`` goes on from there. Dataset captions are replaced only
         with ``source: blip2``."""
         from stages.captions import choose_caption
 
         source = self.cfg.captions.source
         captioner = self.captioner if source != "dataset" and source != "none" else None
-        chosen = [choose_caption(source, s.get("caption"), captioner is not None) for s in states]
+        chosen = [choose_caption(source, s.caption, captioner is not None) for s in states]
         todo = [k for k, how in enumerate(chosen) if how == "blip2"]
-        texts = captioner.caption_many([states[k]["frames"] for k in todo]) if todo else []
+        texts = captioner.caption_many([states[k].frames for k in todo]) if todo else []
         self._torch_threads()
         generated = dict(zip(todo, texts))
         for k, (state, how) in enumerate(zip(states, chosen)):
             info = {"source": how, "model": None, "prompt": None, "frames": None, "max_new_tokens": None}
             if how == "blip2":
                 d = captioner.describe()
-                state["caption"] = generated[k]
+                state.caption = generated[k]
                 info.update(model=d["model"], prompt=d["prompt"], max_new_tokens=d["max_new_tokens"],
-                            frames=captioner.frame_indices(len(state["frames"])))
+                            frames=captioner.frame_indices(len(state.frames)))
             elif how == "none":
-                state["caption"] = ""
-            state["meta"]["caption"] = info
-            state["meta"]["caption_empty"] = not (state.get("caption") or "").strip()
-            done = list(state.get("stages_done") or [])
-            state["stages_done"] = done if "captions" in done else done + ["captions"]
+                state.caption = ""
+            state.meta["caption"] = info
+            state.meta["caption_empty"] = not (state.caption or "").strip()
+            done = list(state.meta.get("stages_done") or [])
+            state.meta["stages_done"] = done if "captions" in done else done + ["captions"]
         return states
 
-    def flow(self, state: dict) -> dict:
-        return self._store_flow(state, self.flow_backend.forward(state["frames"]))
+    def flow(self, sample: Sample) -> Sample:
+        return self._store_flow(sample, self.flow_backend.forward(sample.frames))
 
-    def flow_many(self, states: list[dict]) -> list[dict]:
+    def flow_many(self, states: list[Sample]) -> list[Sample]:
         """``flow`` of several clips, their frame pairs batched together where the backend
         can (``forward_many``: the torch backends) and the clips share one frame size."""
         many = getattr(self.flow_backend, "forward_many", None)
-        if many is None or len(states) < 2 or len({s["frames"].shape for s in states}) != 1:
+        if many is None or len(states) < 2 or len({s.frames.shape for s in states}) != 1:
             return [self.flow(s) for s in states]
-        return [self._store_flow(s, f) for s, f in zip(states, many([s["frames"] for s in states]))]
+        return [self._store_flow(s, f) for s, f in zip(states, many([s.frames for s in states]))]
 
-    def _store_flow(self, state: dict, flow: np.ndarray) -> dict:
+    def _store_flow(self, state: Sample, flow: np.ndarray) -> Sample:
         step = float(self.cfg.flow.step or DEFAULT_FLOW_STEP)
-        state["flow"] = dequantize_flow(flow, step)  # exactly what the shard stores
-        state["meta"]["flow"] = {**self.flow_backend.describe(), "step": step, "encoding": "pfz1",
+        state.flow = dequantize_flow(flow, step)  # exactly what the shard stores
+        state.meta["flow"] = {**self.flow_backend.describe(), "step": step, "encoding": "pfz1",
                                  "max_encoding_error": step / 2}
         return state
 
-    def motion(self, state: dict) -> dict:
+    def motion(self, state: Sample) -> Sample:
         """Per-clip motion statistics (meta["motion"]) and the run-time filters on them."""
         try:
             from stages.motion import check_filters, motion_stats
         except ImportError:
             return state
-        stats = motion_stats(state["flow"], state["frames"])
-        state["meta"]["motion"] = stats
+        stats = motion_stats(state.flow, state.frames)
+        state.meta["motion"] = stats
         rejected = check_filters(stats, self.cfg.filters)
         if rejected:
             raise ClipFiltered(*rejected)
         return state
 
-    def trajectories(self, state: dict) -> dict:
+    def trajectories(self, state: Sample) -> Sample:
         """Anchors, their reliability and the clip's trackability (meta["anchors"]), and the
         ``--min-trackable`` filter. The backward flow it computes for the reliability checks
-        stays in ``state["backward_flow"]`` (with ``state["backward_flow_backend"]``, the
-        backend's describe()) so the entity stage reuses it instead of computing it again."""
+        stays in ``backward_flow`` (with ``backward_flow_backend``, the backend's describe())
+        so the entity stage reuses it instead of computing it again."""
         from stages.flow import make_backward_backend
         from stages.trajectories import compute_anchors, trackability
 
         t = self.cfg.trajectories
-        rng = clip_rng(self.cfg.seed, state["clip_id"], "anchors")
+        rng = clip_rng(self.cfg.seed, state.key, "anchors")
         back, back_desc = None, None
         if getattr(t, "reliability", True):
             stage = self.entity_stage if self.cfg.entities.enabled else None
@@ -223,20 +253,20 @@ class ClipProcessor:
                                                     self.flow_backend)
                     self.__dict__["_anchor_backward"] = backend
             back_desc = backend.describe()
-            if state.get("backward_flow") is not None and state.get("backward_flow_backend") == back_desc:
-                back = state["backward_flow"]
+            if state.backward_flow is not None and state.backward_flow_backend == back_desc:
+                back = state.backward_flow
             else:
-                back = backend.backward(state["frames"])
-            state["backward_flow"], state["backward_flow_backend"] = back, back_desc
+                back = backend.backward(state.frames)
+            state.backward_flow, state.backward_flow_backend = back, back_desc
         step_px = getattr(t, "reliable_step_px", 1.0)
         step_rel = float(getattr(t, "reliable_step_rel", 0.0) or 0.0)
         rt_px = getattr(t, "reliable_roundtrip_px", 1.5)
-        res = compute_anchors(state["flow"], interval=t.interval, rng=rng, backward_flow=back,
+        res = compute_anchors(state.flow, interval=t.interval, rng=rng, backward_flow=back,
                               step_px=step_px, step_rel=step_rel, roundtrip_px=rt_px)
-        state.update(anchor_tracks=res["anchor_tracks"], anchor_weights=res["anchor_weights"],
-                     anchor_visible=res["anchor_visible"], anchor_reliable=res["anchor_reliable"])
+        state.anchor_tracks, state.anchor_weights = res["anchor_tracks"], res["anchor_weights"]
+        state.anchor_visible, state.anchor_reliable = res["anchor_visible"], res["anchor_reliable"]
         track = trackability(res["anchor_visible"], res["anchor_reliable"])
-        state["meta"]["anchors"] = {
+        state.meta["anchors"] = {
             "interval": int(t.interval), "delta": [int(v) for v in res["delta"]],
             "count": int(len(res["anchor_weights"])), "max_trajectories": int(t.max_trajectories),
             "reliability": None if back is None else {
@@ -259,40 +289,42 @@ class ClipProcessor:
                 raise ClipFiltered("low_trackability", f"share of {what}: {shown} < --min-trackable {lo}")
         return state
 
-    def entities(self, state: dict) -> dict:
-        return self.entity_tracks(self.entity_masks(state))
+    def entities(self, state: Sample, row: dict | None = None) -> Sample:
+        return self.entity_tracks(self.entity_masks(state, row), row)
 
     # the entity stage in two halves: first-frame masks (SAM: a GPU model), then incircles
-    # and tracking (CoTracker: a GPU model); ``entities`` = both
-    def entity_masks(self, state: dict) -> dict:
+    # and tracking (CoTracker: a GPU model); ``entities`` = both. ``row``: the manifest row
+    # (a dataset's own masks, ``gt``, come from it).
+    def entity_masks(self, state: Sample, row: dict | None = None) -> Sample:
         stage = self.entity_stage if self.cfg.entities.enabled else None
         if stage is not None:
-            stage.masks_step(state, state.get("row") or {})
+            stage.masks_step(state, row or {})
             self._torch_threads()
         return state
 
-    def entity_masks_many(self, states: list[dict]) -> list[dict]:
+    def entity_masks_many(self, states: list[Sample], rows: list[dict] | None = None) -> list[Sample]:
         stage = self.entity_stage if self.cfg.entities.enabled else None
         if stage is not None:
-            stage.masks_many(states, [s.get("row") or {} for s in states])
+            stage.masks_many(states, [r or {} for r in (rows or [None] * len(states))])
             self._torch_threads()
         return states
 
-    def entity_tracks(self, state: dict) -> dict:
+    def entity_tracks(self, state: Sample, row: dict | None = None) -> Sample:
         stage = self.entity_stage if self.cfg.entities.enabled else None
         if stage is None:
-            state["meta"]["entities"] = None
+            state.meta["entities"] = None
             return state
-        return stage.tracks_step(state, state.get("row") or {})
+        return stage.tracks_step(state, row or {})
 
-    def run(self, row: dict, until: str = "entities", state: dict | None = None,
-            on_stage: Callable[[str], None] | None = None) -> dict:
-        """Run the stages after those already in ``state`` up to ``until`` (inclusive).
+    def run(self, row: dict, until: str = "entities", sample: Sample | None = None,
+            on_stage: Callable[[str], None] | None = None) -> ClipRun:
+        """Run the stages after those already done on ``sample`` (its ``meta["stages_done"]``)
+        up to ``until`` (inclusive).
 
-        Per-stage seconds go to ``state["timings"]`` (shard stats), never into the sample's
+        Per-stage seconds go to ``ClipRun.timings`` (shard stats), never into the sample's
         meta: a sample's content must not depend on timing. ``on_stage(name)`` is called
         before each stage (the isolation runner uses it for per-stage timeouts)."""
-        done = state.get("stages_done", []) if state else []
+        done = list(sample.meta.get("stages_done") or []) if sample is not None else []
         timings: dict[str, float] = {}
         for stage in CLIP_STAGES[: CLIP_STAGES.index(until) + 1]:
             if stage in done:
@@ -300,22 +332,12 @@ class ClipProcessor:
             if on_stage is not None:
                 on_stage(stage)
             t0 = time.perf_counter()
-            state = self.decode(row) if stage == "decode" else getattr(self, stage)(state)
+            sample = self.step(stage, sample, row)
             timings[stage] = round(time.perf_counter() - t0, 4)
             done = done + [stage]
-        state["stages_done"] = done
-        state["timings"] = timings
-        state["meta"].pop("timings", None)  # written by older versions into stage caches
-        state["meta"]["stages_done"] = done
-        return state
-
-
-def state_from_members(members: dict[str, bytes], row: dict) -> dict:
-    """Rebuild a clip state from stage-cache members (the inverse of encode_sample)."""
-    s = decode_sample(members)
-    s.update(clip_id=row["clip_id"], row=row)
-    s["stages_done"] = list(s["meta"].get("stages_done", []))
-    return s
+        sample.meta.pop("timings", None)  # written by older versions into stage caches
+        sample.meta["stages_done"] = done
+        return ClipRun(sample, list(done), timings)
 
 
 def stage_dir(out_dir: str, stage: str) -> str:

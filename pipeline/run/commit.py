@@ -13,6 +13,7 @@ import os
 import time
 from typing import Callable
 
+from schemas.sample import JSON
 from schemas.status import STATUS_ERROR, STATUS_FILTERED, STATUS_OK
 
 from pipeline.shards import TarShardWriter, read_indexed, read_stats, tar_index, write_stats, write_status
@@ -162,7 +163,7 @@ def restage_for_retry(layout: RunLayout, shard: int, reasons) -> list[int]:
                      reason=r["reason"], message=r["message"], seconds=r["seconds"] or 0.0)
         if r["status"] == STATUS_OK:
             w.members = read_indexed(index[r["clip_id"]])
-            ent = json.loads(w.members["json"]).get("entities")
+            ent = json.loads(w.members[JSON.name]).get("entities")
             if ent:
                 w.entities = {"mask_source": ent.get("mask_source"), "count": int(ent.get("count", 0))}
         write_part(layout, w)

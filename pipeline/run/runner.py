@@ -23,13 +23,13 @@ import traceback
 from collections import OrderedDict
 from typing import Callable
 
-from schemas.sample import encode_sample
+from schemas.sample import Sample, encode_sample
 from schemas.status import STATUS_ERROR, STATUS_OK
 from stages.errors import ClipError
 
 from pipeline.inputs.manifest import ManifestRows
 from pipeline.shards import read_indexed, read_stats, tar_index
-from pipeline.clip.processor import ClipFiltered, ClipProcessor, state_from_members
+from pipeline.clip.processor import ClipFiltered, ClipProcessor
 from schemas.status import CLIP_STAGES
 from pipeline.run.groups import STEP_STAGE, StageGroup, steps_for
 from pipeline.run.layout import RunLayout, shard_of
@@ -39,7 +39,7 @@ from pipeline.run.work import ClipWork
 log = logging.getLogger(__name__)
 
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
-_BATCHED = {"captions": "captions_many", "flow": "flow_many", "entity_masks": "entity_masks_many"}
+_BATCHED = ("captions", "flow", "entity_masks")   # model steps run over the batch (ClipProcessor.step_many)
 
 
 class StageCache:
@@ -130,8 +130,8 @@ class GroupRunner:
             if prior is not None and prior["status"] != STATUS_OK:
                 (w.error if prior["status"] == STATUS_ERROR else w.filtered)(prior["reason"], prior["message"])
             elif members is not None:
-                w.state = state_from_members(members, row)
-                w.stages_done = list(w.state.get("stages_done") or [])
+                w.sample = Sample.from_members(members, key=w.clip_id)
+                w.stages_done = list(w.sample.meta.get("stages_done") or [])
                 w.resumed_from = stage
             works.append(w)
         return works
@@ -175,29 +175,25 @@ class GroupRunner:
         if set(CLIP_STAGES[: CLIP_STAGES.index(self.group.until) + 1]) <= set(w.stages_done):
             return  # all of it comes from the stage cache
         try:
-            out = self.runner(self.processor, w.row, self.group.until, w.state)
+            out = self.runner(self.processor, w.row, self.group.until, w.sample)
         except BaseException as e:  # noqa: BLE001 - recorded per clip
             if not isinstance(e, Exception):
                 raise
             _fail(w, e)
             return
-        w.add_timings(out.get("timings"))
-        w.stages_done = list(out.get("stages_done") or [])
-        if "_members" in out:
-            w.members = out["_members"]
-            w.state = {"meta": out["meta"]}
-        else:
-            out.pop("row", None)
-            w.state = {**out, "row": w.row}
+        w.add_timings(out.timings)
+        w.stages_done = list(out.stages_done)
+        w.sample = out.sample          # only its meta when the child sent the encoded members
+        if out.members is not None:
+            w.members = out.members
 
     def _step(self, step: str, todo: list[ClipWork]) -> None:
         proc = self.processor
         stage = STEP_STAGE[step]
-        batched = _BATCHED.get(step)
-        if batched is not None and len(todo) > 1:
+        if step in _BATCHED and len(todo) > 1:
             t0 = time.perf_counter()
             try:
-                getattr(proc, batched)([w.state for w in todo])
+                proc.step_many(step, [w.sample for w in todo], [w.row for w in todo])
             except Exception:  # one bad clip must not fail the batch: clip by clip below
                 log.warning("batched %s failed; retrying clip by clip", step, exc_info=True)
             else:
@@ -209,10 +205,9 @@ class GroupRunner:
         for w in todo:
             t0 = time.perf_counter()
             try:
+                out = proc.step(step, w.sample, w.row)
                 if step == "decode":
-                    w.state = proc.decode(w.row)
-                else:
-                    getattr(proc, step)(w.state)
+                    w.sample = out
             except Exception as e:
                 _fail(w, e)
                 continue
@@ -229,13 +224,11 @@ class GroupRunner:
         if not w.done:
             try:
                 if w.members is None:
-                    st = w.state
-                    st["meta"].pop("timings", None)
-                    st["meta"]["stages_done"] = list(w.stages_done)
-                    st.pop("_entity_masks", None)
-                    st.pop("_flow_pfz", None)
-                    w.members = encode_sample(st)
-                w.ok(w.members, w.state.get("meta") if w.state else None)
+                    s = w.sample
+                    s.meta.pop("timings", None)
+                    s.meta["stages_done"] = list(w.stages_done)
+                    w.members = encode_sample(s)
+                w.ok(w.members, w.sample.meta if w.sample is not None else None)
             except Exception as e:
                 _fail(w, e)
         if self.commit_check is not None:

@@ -1,8 +1,8 @@
 """The unit of work: one clip, as it travels between operators.
 
-``ClipWork`` keeps the clip's sample content (``state``: frames, flow, anchors, entities,
-meta, as the stages in ``pipeline.clip.processor.ClipProcessor`` build it) apart from the run's
-bookkeeping (manifest row, shard, stages done, timings, outcome). Between two operators
+``ClipWork`` keeps the clip's sample content (``sample``, a ``schemas.sample.Sample``: frames,
+flow, anchors, entities, meta, as the stages in ``pipeline.clip.processor.ClipProcessor`` fill
+it) apart from the run's bookkeeping (manifest row, shard, stages done, timings, outcome). Between two operators
 that run in different processes (a CPU pool and a GPU pool) it travels as ``to_wire()``
 bytes: the decoded arrays that the shard stores in encoded form are dropped and rebuilt on
 the other side from exactly those encodings (frames from the stored JPEGs, flow from the
@@ -11,6 +11,7 @@ and an HD clip crosses the object store as about 2 MB instead of 30 MB.
 """
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import time
 from dataclasses import dataclass, field
@@ -18,17 +19,19 @@ from typing import Any
 
 import numpy as np
 
+from schemas.sample import Sample
 from schemas.status import STATUS_ERROR, STATUS_FILTERED, STATUS_OK
 
-# State keys rebuilt from their stored encodings on the receiving side (see ``to_wire``).
+# Sample fields rebuilt from their stored encodings on the receiving side (see ``to_wire``).
 _WIRE_DROPPED = ("frames", "flow")
+_BACKWARD = ("backward_flow", "backward_flow_backend")
 
 
 @dataclass
 class ClipWork:
     row: dict                                   # the manifest row (MANIFEST_SCHEMA)
     shard: int
-    state: dict | None = None                   # sample content so far (None before decode)
+    sample: Sample | None = None                # sample content so far (None before decode)
     members: dict[str, bytes] | None = None     # the encoded tar members, once encoded
     stages_done: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -59,7 +62,7 @@ class ClipWork:
         self.status, self.reason, self.message = status, reason, message
         self.seconds = time.perf_counter() - self.t_start
         if status != STATUS_OK:
-            self.state = self.members = None
+            self.sample = self.members = None
         return self
 
     def ok(self, members: dict[str, bytes], meta: dict | None = None) -> "ClipWork":
@@ -67,7 +70,7 @@ class ClipWork:
         ent = (meta or {}).get("entities")
         if ent:
             self.entities = {"mask_source": ent.get("mask_source"), "count": int(ent.get("count", 0))}
-        self.state = None
+        self.sample = None
         return self.finish(STATUS_OK)
 
     def error(self, reason: str, message: str) -> "ClipWork":
@@ -82,18 +85,18 @@ class ClipWork:
 
     # ---- crossing a process boundary
     def to_wire(self, keep_backward: bool = True) -> bytes:
-        """``keep_backward``: carry ``state["backward_flow"]`` (float32, 22 MB at HD) to the next
+        """``keep_backward``: carry ``sample.backward_flow`` (float32, 22 MB at HD) to the next
         operator; the runner drops it once no later step needs it."""
-        st = self.state
-        if st is not None:
-            drop = _WIRE_DROPPED + (() if keep_backward else ("backward_flow", "backward_flow_backend"))
-            st = {k: v for k, v in st.items() if k not in drop}
-            if self.state.get("flow") is not None and st.get("_flow_pfz") is None:
+        s = self.sample
+        if s is not None:
+            drop = _WIRE_DROPPED + (() if keep_backward else _BACKWARD)
+            s = dataclasses.replace(s, **{k: None for k in drop})
+            if self.sample.flow is not None and s.flow_pfz is None:
                 from schemas.sample import encode_flow
 
-                step = float(st["meta"]["flow"]["step"])  # the stored precision: lossless here
-                st["_flow_pfz"] = encode_flow(self.state["flow"], step)
-        obj = {**self.__dict__, "state": st, "t_start": None, "_elapsed": time.perf_counter() - self.t_start}
+                step = float(s.meta["flow"]["step"])  # the stored precision: lossless here
+                s.flow_pfz = encode_flow(self.sample.flow, step)
+        obj = {**self.__dict__, "sample": s, "t_start": None, "_elapsed": time.perf_counter() - self.t_start}
         return pickle.dumps(obj, protocol=5)
 
     @classmethod
@@ -102,15 +105,14 @@ class ClipWork:
         elapsed = obj.pop("_elapsed")
         obj["t_start"] = time.perf_counter() - elapsed  # clip time keeps counting across operators
         work = cls(**obj)
-        st = work.state
-        if st is not None:
+        s = work.sample
+        if s is not None:
             from schemas.sample import decode_flow, decode_jpeg
 
-            if st.get("frames_jpeg") is not None:
-                st["frames"] = np.stack([decode_jpeg(j) for j in st["frames_jpeg"]])
-            pfz = st.get("_flow_pfz")  # kept: the flow does not change after its step, so a
-            if pfz is not None:        # later crossing sends these bytes again without encoding
-                st["flow"] = decode_flow(pfz)
+            if s.frames_jpeg:
+                s.frames = np.stack([decode_jpeg(j) for j in s.frames_jpeg])
+            if s.flow_pfz is not None:  # kept: the flow does not change after its step, so a
+                s.flow = decode_flow(s.flow_pfz)  # later crossing sends these bytes again without encoding
         return work
 
     def status_row(self, tar: str | None = None) -> dict[str, Any]:

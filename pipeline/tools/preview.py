@@ -410,11 +410,20 @@ def preview_sample(sample: dict, out_dir: str, columns: int = 4, scale: float | 
 def preview(url: str | Iterable[str], out_dir: str, n: int = 8, columns: int = 4, scale: float | None = None,
             seed: int = 0, gif: bool = True) -> list[dict[str, str]]:
     """Previews of the first ``n`` samples at ``url`` (shard, brace pattern or output folder)."""
-    from pipeline.train import read_samples
-
-    out = []
-    for i, s in enumerate(read_samples(url)):
-        if i >= n:
+    out: list[dict[str, str]] = []
+    for s in _samples(url):
+        if len(out) >= n:
             break
         out.append(preview_sample(s, out_dir, columns=columns, scale=scale, seed=seed, gif=gif))
     return out
+
+
+def _samples(url: str | Iterable[str]):
+    """Decoded samples at ``url``, shard after shard (the shared tar reader, no webdataset)."""
+    from schemas.sample import decode_sample
+
+    from pipeline.shards import expand_urls, iter_samples
+
+    for path in expand_urls(url):
+        for key, members in iter_samples(path):
+            yield decode_sample(members, key=key)

@@ -1,7 +1,8 @@
 """Dataset statistics of a run's output: ``python -m pipeline stats OUT``.
 
 Reads what a run left in OUT (``*.stats.json``, the per-shard status tables, the tars'
-``json``/``anchors.npz``/``entities.npz`` members; frames and flow are not decoded) and
+``json``/``anchors.npz``/``entities.npz`` members through ``pipeline.shards.iter_samples``;
+frames and flow are not read) and
 returns a summary:
 
 - counts: clips, ok, error by reason, filtered by reason, shards, tars, frames, bytes;
@@ -22,14 +23,17 @@ import glob
 import json
 import math
 import os
-import tarfile
 from collections import Counter
 from typing import Any
 
 import numpy as np
 
-from schemas.sample import load_npz
+from schemas.sample import ANCHORS_MEMBER, ENTITIES_MEMBER, JSON, load_npz
 from stages.trajectories import trackability
+
+from pipeline.shards import iter_samples
+
+_LIGHT = (JSON.name, ANCHORS_MEMBER, ENTITIES_MEMBER)   # the members the report reads
 
 PLOT_FILES = ("status.png", "motion.png", "tracks.png", "bytes_time.png")
 
@@ -62,26 +66,6 @@ def distribution(values) -> dict[str, float | int | None]:
     p10, p50, p90 = np.percentile(v, [10, 50, 90])
     return {"n": int(v.size), "mean": float(v.mean()), "min": float(v.min()), "p10": float(p10),
             "p50": float(p50), "p90": float(p90), "max": float(v.max())}
-
-
-def _read_samples_light(path: str):
-    """(key, {ext: bytes}) of a tar's samples, keeping only json and the npz members."""
-    keep = ("json", "anchors.npz", "entities.npz")
-    cur_key, cur = None, {}
-    with tarfile.open(path) as tf:
-        for m in tf:
-            if not m.isfile():
-                continue
-            base = os.path.basename(m.name)
-            key, _, ext = base.partition(".")
-            if key != cur_key:
-                if cur_key is not None:
-                    yield cur_key, cur
-                cur_key, cur = key, {}
-            if ext in keep:
-                cur[ext] = tf.extractfile(m).read()
-    if cur_key is not None:
-        yield cur_key, cur
 
 
 def collect(out_dir: str, max_samples: int | None = None) -> dict[str, Any]:
@@ -143,16 +127,16 @@ def collect(out_dir: str, max_samples: int | None = None) -> dict[str, Any]:
         path = os.path.join(out_dir, t)
         if not os.path.exists(path):
             continue
-        for key, m in _read_samples_light(path):
+        for key, m in iter_samples(path, members=_LIGHT):  # frames and flow are not read
             if max_samples is not None and samples >= max_samples:
                 break
             samples += 1
-            meta = json.loads(m["json"]) if "json" in m else {}
+            meta = json.loads(m[JSON.name]) if JSON.name in m else {}
             prof = meta.get("profile") or {}
             frames_total += int(prof.get("frames") or 0)
             sizes[f"{prof.get('width')}x{prof.get('height')}x{prof.get('frames')}"] += 1
-            if "anchors.npz" in m:
-                a = load_npz(m["anchors.npz"])
+            if ANCHORS_MEMBER in m:
+                a = load_npz(m[ANCHORS_MEMBER])
                 vis = a["visible"]
                 anchors_n.append(len(vis))
                 if vis.size:
@@ -168,8 +152,8 @@ def collect(out_dir: str, max_samples: int | None = None) -> dict[str, Any]:
                     rel_last.append(float(rel[:, -1].mean()))
                     rel_t.append(rel.mean(0))
                     no_reliable += not bool((rel[:, 0] & rel[:, 1]).any()) if rel.shape[1] > 1 else 0
-            if "entities.npz" in m:
-                e = load_npz(m["entities.npz"])
+            if ENTITIES_MEMBER in m:
+                e = load_npz(m[ENTITIES_MEMBER])
                 with_entities += 1
                 ent_n.append(len(e["ids"]))
                 ent_radii.extend(float(r) for r in e["radii"])

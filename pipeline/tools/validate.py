@@ -1,7 +1,8 @@
 """Check shards against the sample schema: ``python -m pipeline validate URL``.
 
-Every sample of every shard is read member by member (plain tarfile, no webdataset
-grouping, so a broken member is named precisely) and checked against schemas/sample.py:
+Every sample of every shard is read member by member (``pipeline.shards.iter_samples``, no
+webdataset grouping, so a broken member is named precisely) and checked against the
+``MEMBERS`` table of schemas/sample.py (presence, dtypes, shapes) and the value rules below:
 
 - tar: readable, regular files only, each key's members contiguous, no duplicate member;
 - members present: ``txt``, ``json``, ``flow.pfz``, ``anchors.npz`` and the frames
@@ -14,7 +15,7 @@ grouping, so a broken member is named precisely) and checked against schemas/sam
 - ``anchors.npz``: loads without pickle; ``tracks`` float32 (A, L, 2), ``weights`` float32
   (A,) >= 0, ``visible`` bool (A, L); all finite; every visible point inside
   ``[0, W-1] x [0, H-1]``; A equal to ``meta.anchors.count``; ``reliable`` (schema 2,
-  optional) bool (A, L), never true where ``visible`` is false;
+  optional) bool (A, L), never true where ``visible`` is false (``within`` in the table);
 - ``entities.npz`` (when present, required when ``meta.entities`` is an object):
   ``ids`` int32 (K,) unique, ``mask`` uint16 (H, W) with values in ids or 0,
   ``radii`` float32 (K,) finite >= 0, ``tracks`` float32 (K, L, 2) finite,
@@ -35,10 +36,11 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from schemas.sample import (FLOW_MEMBER, KNOWN_SCHEMA_VERSIONS, decode_flow, decode_jpeg, frame_member,
-                            is_frame_member, load_npz)
+from schemas.sample import (ANCHORS, ENTITIES, FLOW, FRAMES, JSON, KNOWN_MEMBERS, KNOWN_SCHEMA_VERSIONS,  # noqa: F401
+                            REQUIRED_MEMBERS, TXT, Array, Member, decode_flow, decode_jpeg, frame_member,
+                            is_frame_member, load_npz, member_of)
 
-KNOWN_MEMBERS = ("txt", "json", FLOW_MEMBER, "anchors.npz", "entities.npz")
+from pipeline.shards import TarProblem, iter_samples
 
 
 @dataclass
@@ -100,19 +102,50 @@ def _pos_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
 
-def _check_array(out: list, member: str, arrays: dict, name: str, dtype, shape: tuple) -> np.ndarray | None:
-    """Presence, dtype and shape of one npz array (``None`` in ``shape`` = any size)."""
-    if name not in arrays:
-        out.append((member, f"array {name!r} missing (has {sorted(arrays)})"))
-        return None
-    a = arrays[name]
-    if a.dtype != np.dtype(dtype):
-        out.append((member, f"{name}: dtype {a.dtype}, expected {np.dtype(dtype)}"))
+def _check_array(out: list, member: str, spec: Array, a: np.ndarray, sizes: dict, label: str | None = None,
+                 shape_rule: tuple | None = None) -> np.ndarray | None:
+    """dtype and shape of one array against its ``MEMBERS`` entry; learns the sizes it sets.
+    ``None`` when the shape is wrong (the array is not checked further)."""
+    label = (spec.key + ": " if spec.key else "") if label is None else label
+    if a.dtype != np.dtype(spec.dtype):
+        out.append((member, f"{label}dtype {a.dtype}, expected {np.dtype(spec.dtype)}"))
+    rule = Array(spec.field, spec.key, spec.dtype, shape_rule) if shape_rule is not None else spec
+    shape = rule.expected(sizes)
     if a.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, a.shape)):
         want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
-        out.append((member, f"{name}: shape {a.shape}, expected {want}"))
+        out.append((member, f"{label}shape {a.shape}, expected {want}"))
         return None
+    rule.bind(sizes, a.shape)
     return a
+
+
+def _check_npz(bad: list, warn: list, m: Member, data: bytes, sizes: dict) -> dict[str, np.ndarray] | None:
+    """Load an npz member and check each of its arrays (presence, dtype, shape, ``within``);
+    returns the arrays that passed, by key (None: not loadable)."""
+    try:
+        arrays = load_npz(data)
+    except Exception as e:  # noqa: BLE001
+        bad.append((m.name, f"not a loadable npz: {type(e).__name__}: {e}"))
+        return None
+    ok: dict[str, np.ndarray] = {}
+    for spec in m.arrays:
+        if spec.key not in arrays:
+            if not spec.optional:
+                bad.append((m.name, f"array {spec.key!r} missing (has {sorted(arrays)})"))
+            continue
+        a = _check_array(bad, m.name, spec, arrays[spec.key], sizes)
+        if a is None:
+            continue
+        ok[spec.key] = a
+        inner = ok.get(spec.within) if spec.within is not None else None
+        if inner is not None and a.shape == inner.shape:
+            n = int((a.astype(bool) & ~inner.astype(bool)).sum())
+            if n:
+                bad.append((m.name, f"{spec.key}: {n} element(s) true where {spec.within} is false "
+                                    f"(must be stored within {spec.within})"))
+    for extra in sorted(set(arrays) - {spec.key for spec in m.arrays}):
+        warn.append((m.name, f"unknown array {extra!r}"))
+    return ok
 
 
 def _check_points(out: list, member: str, name: str, tracks: np.ndarray, visible: np.ndarray,
@@ -131,48 +164,52 @@ def _check_points(out: list, member: str, name: str, tracks: np.ndarray, visible
 
 
 def check_sample(key: str, members: dict[str, bytes]) -> tuple[list[tuple[str | None, str]], list[tuple[str | None, str]]]:
-    """(violations, warnings) of one sample, each ``(member or None, problem)``."""
+    """(violations, warnings) of one sample, each ``(member or None, problem)``.
+
+    Presence, dtypes and shapes come from ``schemas.sample.MEMBERS``; the value rules
+    (finite, inside the frame, ids) are checked here, member by member."""
     bad: list[tuple[str | None, str]] = []
     warn: list[tuple[str | None, str]] = []
     if not key or "." in key or "/" in key:
         bad.append((None, f"invalid key {key!r}"))
-    for m in ("txt", "json", FLOW_MEMBER, "anchors.npz"):
+    for m in REQUIRED_MEMBERS:
         if m not in members:
             bad.append((m, "member missing"))
     for m in members:
-        if m not in KNOWN_MEMBERS and not is_frame_member(m):
+        if member_of(m) is None:
             warn.append((m, "unknown member"))
 
     # meta
     meta: dict = {}
-    if "json" in members:
+    if JSON.name in members:
         try:
-            meta = json.loads(members["json"].decode("utf-8"))
+            meta = json.loads(members[JSON.name].decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            bad.append(("json", f"not valid JSON: {e}"))
+            bad.append((JSON.name, f"not valid JSON: {e}"))
             meta = {}
         if not isinstance(meta, dict):
-            bad.append(("json", f"not a JSON object ({type(meta).__name__})"))
+            bad.append((JSON.name, f"not a JSON object ({type(meta).__name__})"))
             meta = {}
         elif meta:
             v = meta.get("schema_version")
             if v not in KNOWN_SCHEMA_VERSIONS:
-                bad.append(("json", f"schema_version {v!r} unknown (known: {list(KNOWN_SCHEMA_VERSIONS)})"))
+                bad.append((JSON.name, f"schema_version {v!r} unknown (known: {list(KNOWN_SCHEMA_VERSIONS)})"))
             if meta.get("clip_id") != key:
-                bad.append(("json", f"clip_id {meta.get('clip_id')!r} differs from the key"))
+                bad.append((JSON.name, f"clip_id {meta.get('clip_id')!r} differs from the key"))
             for p in _non_finite_paths(meta):
-                bad.append(("json", f"non-finite number at {p}"))
-    if "txt" in members:
+                bad.append((JSON.name, f"non-finite number at {p}"))
+    if TXT.name in members:
         try:
-            members["txt"].decode("utf-8")
+            members[TXT.name].decode("utf-8")
         except UnicodeDecodeError as e:
-            bad.append(("txt", f"not UTF-8: {e}"))
+            bad.append((TXT.name, f"not UTF-8: {e}"))
 
     prof = meta.get("profile") if isinstance(meta.get("profile"), dict) else {}
     L, W, H = prof.get("frames"), prof.get("width"), prof.get("height")
     if meta and not all(_pos_int(v) for v in (L, W, H)):
-        bad.append(("json", f"profile frames/width/height must be positive integers, got {L!r}/{W!r}/{H!r}"))
+        bad.append((JSON.name, f"profile frames/width/height must be positive integers, got {L!r}/{W!r}/{H!r}"))
         L = W = H = None
+    sizes: dict[str, int | None] = {"L": L, "H": H, "W": W}   # the shape rules' sizes; A and K are learnt
 
     # frames
     frame_names = sorted(m for m in members if is_frame_member(m))
@@ -183,132 +220,77 @@ def check_sample(key: str, members: dict[str, bytes]) -> tuple[list[tuple[str | 
         for n in frame_names:
             if int(n[1:-4]) >= L:
                 bad.append((n, f"frame index beyond the profile's {L} frames"))
+    spec = FRAMES.arrays[0]
     for n in frame_names:
         try:
             img = decode_jpeg(members[n])
         except Exception as e:  # noqa: BLE001 - any decoder failure is a violation
             bad.append((n, f"not a decodable JPEG: {e}"))
             continue
-        if H is not None and img.shape != (H, W, 3):
-            bad.append((n, f"decoded shape {img.shape}, expected ({H}, {W}, 3)"))
+        if H is not None:  # each frame is one (H, W, 3) slice of the frames array
+            _check_array(bad, n, spec, img, sizes, label="decoded ", shape_rule=spec.shape[1:])
 
     # flow
-    if FLOW_MEMBER in members:
+    if FLOW.name in members:
         try:
-            flow = decode_flow(members[FLOW_MEMBER])
+            flow = decode_flow(members[FLOW.name])
         except Exception as e:  # noqa: BLE001
-            bad.append((FLOW_MEMBER, f"not decodable: {type(e).__name__}: {e}"))
+            bad.append((FLOW.name, f"not decodable: {type(e).__name__}: {e}"))
         else:
-            if flow.dtype != np.float32:
-                bad.append((FLOW_MEMBER, f"dtype {flow.dtype}, expected float32"))
-            if L is not None and flow.shape != (L - 1, 2, H, W):
-                bad.append((FLOW_MEMBER, f"shape {flow.shape}, expected ({L - 1}, 2, {H}, {W})"))
+            _check_array(bad, FLOW.name, FLOW.arrays[0], flow, sizes)
             if not np.isfinite(flow).all():
-                bad.append((FLOW_MEMBER, f"{int((~np.isfinite(flow)).sum())} non-finite value(s)"))
+                bad.append((FLOW.name, f"{int((~np.isfinite(flow)).sum())} non-finite value(s)"))
 
     # anchors
-    if "anchors.npz" in members:
-        m = "anchors.npz"
-        try:
-            a = load_npz(members[m])
-        except Exception as e:  # noqa: BLE001
-            bad.append((m, f"not a loadable npz: {type(e).__name__}: {e}"))
-        else:
-            tracks = _check_array(bad, m, a, "tracks", np.float32, (None, L, 2))
-            n = None if tracks is None else tracks.shape[0]
-            weights = _check_array(bad, m, a, "weights", np.float32, (n,))
-            visible = _check_array(bad, m, a, "visible", bool, (n, L))
-            if "reliable" in a:
-                rel = _check_array(bad, m, a, "reliable", bool, (n, L))
-                if rel is not None and visible is not None and rel.shape == visible.shape \
-                        and (rel.astype(bool) & ~visible.astype(bool)).any():
-                    bad.append((m, f"reliable: {int((rel.astype(bool) & ~visible.astype(bool)).sum())} "
-                                   "(anchor, frame) pair(s) reliable but not visible"))
-            for extra in sorted(set(a) - {"tracks", "weights", "visible", "reliable"}):
-                warn.append((m, f"unknown array {extra!r}"))
-            if weights is not None:
-                if not np.isfinite(weights).all():
-                    bad.append((m, f"weights: {int((~np.isfinite(weights)).sum())} non-finite value(s)"))
-                elif (weights < 0).any():
-                    bad.append((m, f"weights: {int((weights < 0).sum())} negative value(s)"))
-            if tracks is not None and visible is not None and W is not None:
-                _check_points(bad, m, "tracks", tracks, visible.astype(bool), W, H)
-            count = (meta.get("anchors") or {}).get("count") if isinstance(meta.get("anchors"), dict) else None
-            if tracks is not None and count is not None and count != tracks.shape[0]:
-                bad.append((m, f"{tracks.shape[0]} anchors but meta.anchors.count = {count}"))
+    a = _check_npz(bad, warn, ANCHORS, members[ANCHORS.name], sizes) if ANCHORS.name in members else None
+    if a is not None:
+        m = ANCHORS.name
+        tracks, weights, visible = a.get("tracks"), a.get("weights"), a.get("visible")
+        if weights is not None:
+            if not np.isfinite(weights).all():
+                bad.append((m, f"weights: {int((~np.isfinite(weights)).sum())} non-finite value(s)"))
+            elif (weights < 0).any():
+                bad.append((m, f"weights: {int((weights < 0).sum())} negative value(s)"))
+        if tracks is not None and visible is not None and W is not None:
+            _check_points(bad, m, "tracks", tracks, visible.astype(bool), W, H)
+        count = (meta.get("anchors") or {}).get("count") if isinstance(meta.get("anchors"), dict) else None
+        if tracks is not None and count is not None and count != tracks.shape[0]:
+            bad.append((m, f"{tracks.shape[0]} anchors but meta.anchors.count = {count}"))
 
     # entities
-    if "entities.npz" in members:
-        m = "entities.npz"
-        try:
-            e = load_npz(members[m])
-        except Exception as ex:  # noqa: BLE001
-            bad.append((m, f"not a loadable npz: {type(ex).__name__}: {ex}"))
-        else:
-            ids = _check_array(bad, m, e, "ids", np.int32, (None,))
-            k = None if ids is None else ids.shape[0]
-            mask = _check_array(bad, m, e, "mask", np.uint16, (H, W))
-            radii = _check_array(bad, m, e, "radii", np.float32, (k,))
-            tracks = _check_array(bad, m, e, "tracks", np.float32, (k, L, 2))
-            vis = _check_array(bad, m, e, "visibility", bool, (k, L))
-            for extra in sorted(set(e) - {"ids", "mask", "radii", "tracks", "visibility"}):
-                warn.append((m, f"unknown array {extra!r}"))
-            if ids is not None and len(np.unique(ids)) != len(ids):
-                bad.append((m, "ids: duplicate ids"))
-            if ids is not None and mask is not None:
-                stray = np.setdiff1d(np.unique(mask), np.append(ids.astype(np.int64), 0))
-                if stray.size:
-                    bad.append((m, f"mask: values {stray[:8].tolist()} are not entity ids"))
-            if radii is not None:
-                if not np.isfinite(radii).all():
-                    bad.append((m, f"radii: {int((~np.isfinite(radii)).sum())} non-finite value(s)"))
-                elif (radii < 0).any():
-                    bad.append((m, f"radii: {int((radii < 0).sum())} negative value(s)"))
-            if tracks is not None and vis is not None and W is not None:
-                _check_points(bad, m, "tracks", tracks, vis.astype(bool), W, H)
-    elif isinstance(meta.get("entities"), dict) and meta["entities"].get("count"):
-        bad.append(("entities.npz", f"member missing but meta.entities lists {meta['entities'].get('count')} entities"))
+    e = _check_npz(bad, warn, ENTITIES, members[ENTITIES.name], sizes) if ENTITIES.name in members else None
+    if e is not None:
+        m = ENTITIES.name
+        ids, mask, radii, tracks, vis = (e.get(k) for k in ("ids", "mask", "radii", "tracks", "visibility"))
+        if ids is not None and len(np.unique(ids)) != len(ids):
+            bad.append((m, "ids: duplicate ids"))
+        if ids is not None and mask is not None:
+            stray = np.setdiff1d(np.unique(mask), np.append(ids.astype(np.int64), 0))
+            if stray.size:
+                bad.append((m, f"mask: values {stray[:8].tolist()} are not entity ids"))
+        if radii is not None:
+            if not np.isfinite(radii).all():
+                bad.append((m, f"radii: {int((~np.isfinite(radii)).sum())} non-finite value(s)"))
+            elif (radii < 0).any():
+                bad.append((m, f"radii: {int((radii < 0).sum())} negative value(s)"))
+        if tracks is not None and vis is not None and W is not None:
+            _check_points(bad, m, "tracks", tracks, vis.astype(bool), W, H)
+    elif ENTITIES.name not in members and isinstance(meta.get("entities"), dict) and meta["entities"].get("count"):
+        bad.append((ENTITIES.name, f"member missing but meta.entities lists {meta['entities'].get('count')} entities"))
     return bad, warn
 
 
 # --------------------------------------------------------------------------- shards
-def _iter_tar(path: str, report: ValidationReport, shard: str):
-    """(key, members) per sample; tar-level problems go to ``report``."""
-    seen: set[str] = set()
-    cur_key, cur = None, {}
-    with tarfile.open(path) as tf:
-        for info in tf:
-            base = os.path.basename(info.name)
-            key, dot, ext = base.partition(".")
-            if not info.isfile():
-                if not info.isdir():
-                    report.violations.append(Violation(shard, key or None, ext or None, "not a regular file"))
-                continue
-            if not dot or not key:
-                report.violations.append(Violation(shard, base, None, "tar member without KEY.EXT name"))
-                continue
-            if key != cur_key:
-                if cur_key is not None:
-                    yield cur_key, cur
-                if key in seen:
-                    report.violations.append(Violation(shard, key, None,
-                                                       "key's members are not contiguous in the tar (split sample)"))
-                seen.add(key)
-                cur_key, cur = key, {}
-            if ext in cur:
-                report.violations.append(Violation(shard, key, ext, "duplicate member"))
-            cur[ext] = tf.extractfile(info).read()
-    if cur_key is not None:
-        yield cur_key, cur
-
-
 def validate_shard(path: str, report: ValidationReport | None = None) -> ValidationReport:
     report = report or ValidationReport()
     shard = os.path.basename(path)
     report.shards += 1
     n = 0
     try:
-        for key, members in _iter_tar(path, report, shard):
+        def problem(p: TarProblem) -> None:
+            report.violations.append(Violation(shard, p.key, p.member, p.problem))
+
+        for key, members in iter_samples(path, on_problem=problem):
             n += 1
             report.samples += 1
             bad, warn = check_sample(key, members)

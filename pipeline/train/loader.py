@@ -25,7 +25,7 @@ import webdataset as wds
 
 from pipeline.shards import expand_urls
 from pipeline.train.sources import SampleLimit, SampleShuffle, ShardSource, SourceState, world_info
-from schemas.sample import decode_sample
+from schemas.sample import ANCHORS_MEMBER, ENTITIES_MEMBER, FLOW_MEMBER, decode_sample
 from stages.trajectories import draw_trajectories
 
 UNVERIFIED_ANCHORS = ("error", "visible", "skip")
@@ -138,16 +138,16 @@ class _Builder:
         members = {k: v for k, v in raw.items() if not k.startswith("__")}
         want_nuwa = "dragnuwa" in o.conditions
         want_entity = "dragentity" in o.conditions
-        if want_entity and "entities.npz" not in members:
+        if want_entity and ENTITIES_MEMBER not in members:
             if o.missing_entities == "skip":
                 return None
             if o.missing_entities == "error":
-                raise ValueError("no entities.npz: run the pipeline with entities enabled, or pass "
+                raise ValueError(f"no {ENTITIES_MEMBER}: run the pipeline with entities enabled, or pass "
                                  "make_dataset(..., missing_entities='skip' | 'empty')")
         if not want_nuwa:                      # decode only what the asked-for conditions use
-            members = {k: v for k, v in members.items() if k not in ("flow.pfz", "anchors.npz")}
+            members = {k: v for k, v in members.items() if k not in (FLOW_MEMBER, ANCHORS_MEMBER)}
         if not want_entity:
-            members.pop("entities.npz", None)
+            members.pop(ENTITIES_MEMBER, None)
         s = decode_sample(members, key=key)
         # Independent streams per purpose: switching jitter or dropout on leaves crops and draws as they were.
         crc = zlib.crc32(key.encode())
@@ -186,7 +186,7 @@ class _Builder:
 
         if want_nuwa:
             if s.get("flow") is None or "anchor_tracks" not in s:
-                raise ValueError("DragNUWA conditions need flow.pfz and anchors.npz")
+                raise ValueError(f"DragNUWA conditions need {FLOW_MEMBER} and {ANCHORS_MEMBER}")
             flow = dense_flow_condition(cf.flow(torch.from_numpy(s["flow"])))
             tracks = cf.points(s["anchor_tracks"])                               # (A, L, 2) float32
             reliable = s.get("anchor_reliable")
@@ -194,7 +194,7 @@ class _Builder:
                 if o.unverified_anchors == "skip":
                     return None
                 if o.unverified_anchors == "error":
-                    raise ValueError("anchors.npz has no 'reliable' array (schema 1 shards, or a run with "
+                    raise ValueError(f"{ANCHORS_MEMBER} has no 'reliable' array (schema 1 shards, or a run with "
                                      "trajectories.reliability off): its anchors were never checked. Re-run "
                                      "the pipeline, or pass make_dataset(..., unverified_anchors='visible') to "
                                      "trust every in-frame anchor (the old behaviour) or 'skip'")

@@ -38,41 +38,42 @@ def _rows(root):
 
 def test_clip_processor_auto_keeps_dataset_captions_and_fills_the_rest(videohd, tiny_blip2):
     proc = ClipProcessor(_cfg(tiny_blip2, device="cpu", max_new_tokens=5))
-    states = [proc.run(r, until="captions") for r in _rows(videohd)]
+    states = [proc.run(r, until="captions").sample for r in _rows(videohd)]
     a, b, c = states
-    assert a["caption"] == DATASET_CAPTION
-    assert a["meta"]["caption"] == {"source": "dataset", "model": None, "prompt": None, "frames": None,
+    assert a.caption == DATASET_CAPTION
+    assert a.meta["caption"] == {"source": "dataset", "model": None, "prompt": None, "frames": None,
                                     "max_new_tokens": None}
     digest = proc.captioner.describe()["model"]
     assert digest.startswith("tiny-blip2@") and len(digest.split("@")[1]) == 12
     for s in (b, c):
-        assert s["meta"]["caption"] == {"source": "blip2", "model": digest, "prompt": None, "frames": [0],
-                                        "max_new_tokens": 5}
-        assert s["meta"]["caption_empty"] == (not s["caption"].strip())
+        assert s.meta["caption"] == {"source": "blip2", "model": digest, "prompt": None, "frames": [0],
+                                     "max_new_tokens": 5}
+        assert s.meta["caption_empty"] == (not s.caption.strip())
     # The batched call a GPU operator makes gives the same captions as one clip at a time.
-    fresh = [proc.run(r, until="decode") for r in _rows(videohd)]
-    assert [s["caption"] for s in proc.captions_many(fresh)] == [s["caption"] for s in states]
-    rest = proc.run(fresh[1]["row"], until="flow", state=fresh[1])     # goes on after the batched call
-    assert "captions" not in rest["timings"] and rest["stages_done"] == ["decode", "captions", "flow"]
+    rows = _rows(videohd)
+    fresh = [proc.run(r, until="decode").sample for r in rows]
+    assert [s.caption for s in proc.captions_many(fresh)] == [s.caption for s in states]
+    rest = proc.run(rows[1], until="flow", sample=fresh[1])     # goes on after the batched call
+    assert "captions" not in rest.timings and rest.stages_done == ["decode", "captions", "flow"]
     # It captioned the frames the shard stores (the JPEG round trip), first frame by default.
-    assert proc.captioner.caption_many([b["frames"][:1]]) == [b["caption"]]
+    assert proc.captioner.caption_many([b.frames[:1]]) == [b.caption]
 
 
 def test_modes_dataset_blip2_none(videohd, tiny_blip2):
     rows = _rows(videohd)
     dataset = ClipProcessor(_cfg(tiny_blip2, source="dataset"))
-    s = [dataset.run(r, until="captions") for r in rows]
+    s = [dataset.run(r, until="captions").sample for r in rows]
     assert [x["meta"]["caption"]["source"] for x in s] == ["dataset", "none", "none"]
     assert [x["meta"]["caption_empty"] for x in s] == [False, True, True] and dataset.captioner is None
     blip2 = ClipProcessor(_cfg(tiny_blip2, source="blip2", device="cpu", max_new_tokens=4, frames=("first", "last")))
-    s = [blip2.run(r, until="captions") for r in rows]
+    s = [blip2.run(r, until="captions").sample for r in rows]
     assert [x["meta"]["caption"]["source"] for x in s] == ["blip2"] * 3
     assert s[0]["meta"]["caption"]["frames"] == [0, 7]
     none = ClipProcessor(_cfg(None, source="none"))
-    s = none.run(rows[0], until="captions")
+    s = none.run(rows[0], until="captions").sample
     assert s["caption"] == "" and s["meta"]["caption"]["source"] == "none" and s["meta"]["caption_empty"]
     auto_no_model = ClipProcessor(_cfg(None))          # today's behaviour: dataset or empty
-    s = [auto_no_model.run(r, until="captions") for r in rows]
+    s = [auto_no_model.run(r, until="captions").sample for r in rows]
     assert [x["meta"]["caption"]["source"] for x in s] == ["dataset", "none", "none"]
 
 

@@ -8,7 +8,7 @@ import pytest
 from pipeline.config import Config
 from pipeline.testdata.synthetic import disc, render_scene
 from pipeline.clip.processor import ClipFiltered, ClipProcessor
-from schemas.sample import decode_jpeg, dequantize_flow, encode_jpeg
+from schemas.sample import Sample, decode_jpeg, dequantize_flow, encode_jpeg
 
 W, H, L = 160, 96, 6
 
@@ -17,8 +17,10 @@ def _state(proc, frames):
     frames = np.stack([decode_jpeg(encode_jpeg(f, 95)) for f in frames])
     meta = {"profile": {"width": W, "height": H}, "source_size": [W, H], "resized_size": [W, H],
             "resize_scale": [1.0, 1.0], "crop_offset": [0, 0], "source_frame_indices": list(range(L))}
-    state = {"clip_id": "c", "frames": frames, "meta": meta, "row": {"clip_id": "c", "dataset": "x"}}
-    return proc.flow(state)
+    return proc.flow(Sample(key="c", frames=frames, meta=meta))
+
+
+ROW = {"clip_id": "c", "dataset": "x"}
 
 
 def _scene():
@@ -49,7 +51,7 @@ def test_reliability_meta_and_one_backward_flow_for_anchors_and_entities():
     assert a["reliability"]["backward_flow"]["preset"] == "balanced"
     assert a["trackability"]["reliable_through"] >= 0.8
     assert len(a["trackability"]["reliable_per_frame"]) == L
-    s = proc.entities(s)
+    s = proc.entities(s, ROW)
     assert len(calls) == 1, "the entity stage must reuse the trajectories step's backward flow"
     e = s["meta"]["entities"]
     assert e["count"] >= 1 and 0 < e["visible_fraction"] <= 1 and len(e["visible_per_frame"]) == L

@@ -330,22 +330,23 @@ def test_isolated_runner_replaces_a_crashed_or_hung_child(corpus):
     rows = {r["source_id"]: r for r in build_manifest("webvid", str(root)).to_pylist()}
     runner = IsolatedRunner(corpus_config(plugin), retries=1, stage_timeout_s=2.0)
     try:
-        st = runner(None, rows["good"], "trajectories", None)
-        assert st["frames"].shape == (8, 192, 320, 3) and st["stages_done"][-1] == "trajectories"
-        assert st["row"] is rows["good"] and set(st["timings"]) >= {"decode", "flow"}
+        run = runner(None, rows["good"], "trajectories", None)
+        st = run.sample
+        assert st.frames.shape == (8, 192, 320, 3) and run.stages_done[-1] == "trajectories"
+        assert st.key == rows["good"]["clip_id"] and set(run.timings) >= {"decode", "flow"}
         runner.encoded = True  # what the executors use: the child sends the encoded members
         enc = runner(None, rows["good"], "trajectories", None)
-        assert enc["_members"] == encode_sample(st) and "frames" not in enc
+        assert enc.members == encode_sample(st) and enc.sample.frames is None and enc.sample.meta == st.meta
         runner.encoded = False
         pid = runner.child_pid
         with pytest.raises(ClipError) as e:
             runner(None, rows["segv"], "trajectories", None)
         assert e.value.reason == "crashed" and "SIGSEGV" in e.value.message and "stage flow" in e.value.message
         assert runner.crashes == 2 and runner.starts == 2 and runner.child_pid is None
-        st2 = runner(None, rows["good"], "flow", None)  # a fresh child, same result
+        st2 = runner(None, rows["good"], "flow", None).sample  # a fresh child, same result
         assert runner.child_pid not in (None, pid) and runner.starts == 3
-        np.testing.assert_array_equal(st2["frames"], st["frames"])
-        np.testing.assert_array_equal(st2["flow"], st["flow"])
+        np.testing.assert_array_equal(st2.frames, st.frames)
+        np.testing.assert_array_equal(st2.flow, st.flow)
         with pytest.raises(ClipError) as e:
             runner(None, rows["hang"], "flow", None)
         assert e.value.reason == "timeout" and runner.timeouts == 2
@@ -354,7 +355,7 @@ def test_isolated_runner_replaces_a_crashed_or_hung_child(corpus):
         assert e.value.reason == "too_small" and runner.starts == 5
         # state from a stage cache goes in and the remaining stages run in the child
         st3 = runner(None, rows["good"], "trajectories", st2)
-        assert st3["stages_done"][-1] == "trajectories" and "decode" not in st3["timings"]
+        assert st3.stages_done[-1] == "trajectories" and "decode" not in st3.timings
     finally:
         runner.close()
     assert runner.child_pid is None
