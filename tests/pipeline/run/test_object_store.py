@@ -60,6 +60,15 @@ def test_a_run_to_s3_writes_everything_there_and_nothing_locally(s3, sample_run,
     assert ru.tar_bytes(dl) == ru.tar_bytes(sample_run.out)
     index = json.loads(s3.get(b, "runs/sample/index.json"))
     assert index["samples"] == 8 and index["url"] == f"{PREFIX}-{{000000..000000}}.tar"
+    # the inspection tools: validate reads the URI; stats says how to get a local copy
+    from pipeline.tools.report import report
+    from pipeline.tools.validate import validate
+
+    rep = validate(out)
+    assert rep.ok and rep.samples == 8 and rep.shards == 1, rep.format(20)
+    _no_secrets(s3, rep.format(20), "validate's report")
+    with pytest.raises(FileNotFoundError, match="object store: copy it first"):
+        report(out)
 
 
 def test_two_runs_on_one_prefix_are_refused(s3, sample_run, tmp_path):
