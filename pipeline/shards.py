@@ -119,7 +119,9 @@ def tar_index(paths: Iterable[str]) -> dict[str, dict[str, tuple[str, int, int]]
     one sample's members can be read later without reading the others."""
     index: dict[str, dict[str, tuple[str, int, int]]] = {}
     for path in paths:
-        with storage.open_input(path) as f, tarfile.open(fileobj=f) as tf:
+        remote = storage.is_remote(path)  # an object store: one sequential GET, not one per header
+        with (storage.open_stream(path) if remote else storage.open_input(path)) as f, \
+                tarfile.open(fileobj=f, mode="r|" if remote else "r") as tf:
             for m in tf:
                 key, _, ext = m.name.partition(".")
                 index.setdefault(key, {})[ext] = (path, m.offset_data, m.size)
