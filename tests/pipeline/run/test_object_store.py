@@ -199,3 +199,17 @@ def test_a_stage_cache_on_s3_is_resumed_from(s3, sample_run, tmp_path):
     assert mine.keys() == ref.keys() and len(mine) == 8
     for k in mine:
         assert (mine[k]["flow"] == ref[k]["flow"]).all() and (mine[k]["frames"] == ref[k]["frames"]).all()
+
+
+def test_without_conditional_writes_the_lease_is_best_effort(s3, monkeypatch):
+    """gs:// or s3 without boto3: write, settle, read back; a live lease still refuses."""
+    monkeypatch.setenv("TRAJSHARDS_NO_BOTO3", "1")
+    b = s3.bucket()
+    out = s3.uri(b, "run")
+    with ObjectRunLock(out, settle_s=0.1) as held:
+        assert held.conditional is False
+        assert json.loads(s3.get(b, "run/.run.lock"))["run_id"] == held.run_id
+        with pytest.raises(RunLocked, match="in use by another run"):
+            ObjectRunLock(out, settle_s=0.1).acquire()
+        check_run(out, held.run_id)
+    assert "run/.run.lock" not in s3.keys(b)
