@@ -47,7 +47,8 @@ def parse_retry_errors(text: str) -> bool | tuple[str, ...]:
 def run(
     dataset: str = typer.Option("sample", help="Dataset adapter: sample, webvid, videohd, vipseg."),
     data: str = typer.Option("data/sample", help="Dataset root (local path or pyarrow URI)."),
-    out: str = typer.Option("out/sample", help="Output folder for shards."),
+    out: str = typer.Option("out/sample", help="Output folder for shards, or an object-store URI "
+                            "(s3://bucket/run, gs://...; options in the query: ?endpoint_override=HOST:PORT&scheme=http)."),
     profile: Optional[str] = typer.Option(None, help="dragnuwa-ld | dragnuwa-hd (default) | svd."),
     frames: Optional[int] = typer.Option(None, help="Override the profile's frame count."),
     stage: str = typer.Option("all", help="Run up to this stage: decode, flow, trajectories, entities, shards/all."),

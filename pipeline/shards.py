@@ -27,6 +27,8 @@ from typing import BinaryIO, Callable, Container, Iterable, Iterator, Mapping, N
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline import storage
+from pipeline.io import join
 from schemas.sample import SCHEMA_VERSION, member_rank
 from schemas.status import STATUS_SCHEMA
 
@@ -43,14 +45,9 @@ def shard_name(prefix: str, shard: int, part: int = 0) -> str:
 
 def atomic_write_bytes(path: str, data: bytes, tag: str | None = None) -> None:
     """Write via ``.NAME.tmp`` (``.NAME.TAG.tmp`` with a tag: writers that may overlap, such as
-    a run's worker and an orphan of a killed run, then never share a temporary file)."""
-    base = "." + os.path.basename(path) + (f".{tag}" if tag else "") + ".tmp"
-    tmp = os.path.join(os.path.dirname(path) or ".", base)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    a run's worker and an orphan of a killed run, then never share a temporary file). On an
+    object store: one complete upload (``pipeline.storage``)."""
+    storage.put_bytes(path, data, tag)
 
 
 class TarShardWriter:
@@ -77,9 +74,9 @@ class TarShardWriter:
         name = shard_name(self.prefix, self.shard, self.part) + ".tar"
         self.names.append(name)
         self.counts.append(0)
-        self._tmp = os.path.join(self.out_dir, "." + name + (f".{self.tmp_tag}" if self.tmp_tag else "") + ".tmp")
-        self._final = os.path.join(self.out_dir, name)
-        self._file = open(self._tmp, "wb")
+        self._final = join(self.out_dir, name)
+        self._out = storage.AtomicFile(self._final, self.tmp_tag)  # local: .P-N.tar.TAG.tmp, renamed
+        self._file = self._out.file
         self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT)
         self._bytes = 0
 
@@ -104,10 +101,7 @@ class TarShardWriter:
     def _close_current(self) -> None:
         if self._tar is not None:
             self._tar.close()
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            os.replace(self._tmp, self._final)
+            self._out.commit()
             self._tar = self._file = None
 
     def close(self) -> list[str]:
@@ -119,10 +113,8 @@ class TarShardWriter:
         if self._tar is not None:
             try:
                 self._tar.close()
-                self._file.close()
             finally:
-                if os.path.exists(self._tmp):
-                    os.remove(self._tmp)
+                self._out.abort()
             self._tar = self._file = None
 
 
@@ -144,6 +136,11 @@ class TarProblem(NamedTuple):
 
 @contextmanager
 def _open_tar(src: TarSource) -> Iterator[tarfile.TarFile]:
+    if isinstance(src, (str, os.PathLike)) and storage.is_remote(os.fspath(src)):
+        # an object store: one sequential GET, read front to back (not one request per header)
+        with storage.open_stream(os.fspath(src)) as f, tarfile.open(fileobj=f, mode="r|*") as tf:
+            yield tf
+        return
     if isinstance(src, (str, os.PathLike)):
         with tarfile.open(os.fspath(src)) as tf:
             yield tf
@@ -158,7 +155,7 @@ def iter_samples(src: TarSource, members: Container[str] | Callable[[str], bool]
                  on_problem: Callable[[TarProblem], None] | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
     """``(key, {member: bytes})`` for each sample of a tar, in tar order.
 
-    ``src``: a path, or an open binary file object (seekable or a stream read front to back).
+    ``src``: a path or object-store URI, or an open binary file object (seekable or a stream read front to back).
     ``members``: the member names to read (a collection, or a predicate on the name); the
     others are skipped without being read, and a sample whose members are all skipped is still
     yielded (with an empty dict). Entries that are not regular files, or not named
@@ -200,7 +197,9 @@ def tar_index(paths: Iterable[str]) -> dict[str, dict[str, tuple[str, int, int]]
     one sample's members can be read later without reading the others."""
     index: dict[str, dict[str, tuple[str, int, int]]] = {}
     for path in paths:
-        with tarfile.open(path) as tf:
+        remote = storage.is_remote(path)  # an object store: one sequential GET, not one per header
+        with (storage.open_stream(path) if remote else storage.open_input(path)) as f, \
+                tarfile.open(fileobj=f, mode="r|" if remote else "r") as tf:
             for m in tf:
                 key, ext = split_member_name(m.name)
                 index.setdefault(key, {})[ext] = (path, m.offset_data, m.size)
@@ -214,7 +213,7 @@ def read_indexed(where: Mapping[str, tuple[str, int, int]]) -> dict[str, bytes]:
     for ext, (path, off, size) in where.items():
         by_path.setdefault(path, []).append((ext, off, size))
     for path, entries in by_path.items():
-        with open(path, "rb") as f:
+        with storage.open_input(path) as f:
             for ext, off, size in sorted(entries, key=lambda e: e[1]):
                 f.seek(off)
                 members[ext] = f.read(size)
@@ -240,21 +239,19 @@ def remove_temp_files(d: str) -> list[str]:
     """Remove every ``.*.tmp`` file directly in ``d`` (left by killed writers). Call it only
     while holding the folder's run lock (no live writer of this run exists then)."""
     removed = []
-    try:
-        names = os.listdir(d)
-    except FileNotFoundError:
-        return removed
-    for n in names:
+    for n in storage.listdir(d):
         if n.startswith(".") and n.endswith(".tmp"):
             try:
-                os.remove(os.path.join(d, n))
-                removed.append(n)
+                if storage.remove(join(d, n)):
+                    removed.append(n)
             except (FileNotFoundError, IsADirectoryError):
                 pass
     return removed
 
 
 def read_stats(path: str) -> dict | None:
+    if storage.is_remote(path):
+        return storage.read_json(path)
     try:
         with open(path) as f:
             return json.load(f)
@@ -263,7 +260,10 @@ def read_stats(path: str) -> dict | None:
 
 
 def shard_paths(out_dir: str, prefix: str, shard: int) -> dict[str, str]:
-    base = os.path.join(out_dir, shard_name(prefix, shard))
+    base = join(out_dir, shard_name(prefix, shard))
+    if storage.is_remote(base):  # the URI's query stays at the end
+        head, sep, query = base.partition("?")
+        return {"status": head + ".parquet" + sep + query, "stats": head + ".stats.json" + sep + query}
     return {"status": base + ".parquet", "stats": base + ".stats.json"}
 
 
@@ -287,7 +287,7 @@ def write_index(out_dir: str, prefix: str, stats_list: list[dict], extra: dict) 
         "url": brace,
         **extra,
     }
-    atomic_write_bytes(os.path.join(out_dir, "index.json"), json.dumps(index, indent=1, sort_keys=True).encode())
+    atomic_write_bytes(join(out_dir, "index.json"), json.dumps(index, indent=1, sort_keys=True).encode())
     return index
 
 
@@ -299,6 +299,8 @@ def expand_urls(url: str | Iterable[str]) -> list[str]:
         for u in url:
             out.extend(expand_urls(u))
         return out
+    if storage.is_remote(url):
+        return _expand_remote(url)
     if os.path.isdir(url):
         index = os.path.join(url, "index.json")
         if os.path.exists(index):
@@ -314,3 +316,20 @@ def expand_urls(url: str | Iterable[str]) -> list[str]:
     if not urls:
         raise FileNotFoundError(f"no shards match {url!r}")
     return urls
+
+
+def _expand_remote(url: str) -> list[str]:
+    """``expand_urls`` for an object-store URI (its query is kept on every shard URL): a
+    folder is read through its ``index.json``; braces are expanded; no globbing."""
+    from braceexpand import braceexpand
+
+    head, sep, query = url.partition("?")
+    if not head.endswith(".tar") and "{" not in head:
+        index = storage.read_json(join(url, "index.json"))
+        if index is not None:
+            return [join(url, s["url"]) for s in index["shards"]]
+        names = sorted(n for n in storage.listdir(url) if n.endswith(".tar") and not n.startswith("."))
+        if names:
+            return [join(url, n) for n in names]
+        raise FileNotFoundError(f"no index.json and no shard under {storage.redact(url)}")
+    return [u + sep + query for u in braceexpand(head)]

@@ -83,6 +83,13 @@ def write_manifest(table: pa.Table, path: str | os.PathLike[str], row_group_size
     ``row_group_size``: rows per row group (the run aligns them with its shards, so that a
     worker reading one shard's rows decodes one small row group: ``ManifestRows``)."""
     table = table.cast(MANIFEST_SCHEMA) if table.schema != MANIFEST_SCHEMA else table
+    from pipeline import storage
+
+    if storage.is_remote(path):  # an object store: one complete upload (pipeline.storage)
+        buf = pa.BufferOutputStream()
+        pq.write_table(table, buf, row_group_size=row_group_size)
+        storage.put_bytes(os.fspath(path), buf.getvalue().to_pybytes())
+        return os.fspath(path)
     fs, p = io.resolve(path)
     parent = posixpath.dirname(p.replace(os.sep, "/"))
     if parent:

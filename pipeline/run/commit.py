@@ -16,6 +16,8 @@ from typing import Callable
 from schemas.sample import JSON
 from schemas.status import STATUS_ERROR, STATUS_FILTERED, STATUS_OK
 
+from pipeline import storage
+from pipeline.io import join
 from pipeline.shards import TarShardWriter, read_indexed, read_stats, tar_index, write_stats, write_status
 from pipeline.run.layout import RunLayout
 from pipeline.run.parts import part_of, read_part, remove_parts
@@ -24,11 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def remove_file(path: str) -> bool:
-    try:
-        os.remove(path)
-        return True
-    except FileNotFoundError:
-        return False
+    return storage.remove(path)
 
 
 def remove_shard_leftovers(layout: RunLayout, shard: int) -> list[str]:
@@ -37,19 +35,19 @@ def remove_shard_leftovers(layout: RunLayout, shard: int) -> list[str]:
     valid once its stats file exists). Probes the known names (no listing)."""
     d = layout.stage_dir()
     name = layout.shard_name(shard)
-    removed = [p for p in (os.path.join(d, f".{name}.parquet.tmp"), os.path.join(d, f".{name}.stats.json.tmp"))
+    removed = [p for p in (join(d, f".{name}.parquet.tmp"), join(d, f".{name}.stats.json.tmp"))
                if remove_file(p)]
     part = 0
     while True:
         tar = layout.shard_name(shard, part) + ".tar"
-        found = [p for p in (os.path.join(d, tar), os.path.join(d, f".{tar}.tmp")) if remove_file(p)]
+        found = [p for p in (join(d, tar), join(d, f".{tar}.tmp")) if remove_file(p)]
         removed += found
         if not found and part > 0:
             break
         part += 1
     if removed:
         log.warning("shard %s: removed leftovers of an interrupted attempt: %s", name,
-                    ", ".join(os.path.basename(p) for p in removed))
+                    ", ".join(os.path.basename(p.partition("?")[0]) for p in removed))
     return removed
 
 
@@ -63,7 +61,7 @@ def commit_shard(layout: RunLayout, shard: int, start: int, stop: int, max_shard
     """Commit shard ``shard`` (manifest rows ``[start, stop)``) from its staged parts; returns
     its stats. Raises FileNotFoundError when a part is missing."""
     d = layout.stage_dir()
-    os.makedirs(d, exist_ok=True)
+    storage.makedirs(d)
     paths = layout.shard_paths(shard)
     remove_file(paths["stats"])
     remove_shard_leftovers(layout, shard)
@@ -142,19 +140,17 @@ def restage_for_retry(layout: RunLayout, shard: int, reasons) -> list[int]:
     ``reasons`` is True). Nothing is staged when no clip of the shard is retried."""
     import json
 
-    import pyarrow.parquet as pq
-
     from pipeline.run.parts import write_part
     from pipeline.run.work import ClipWork
 
     paths = layout.shard_paths(shard)
-    status = pq.read_table(paths["status"]).to_pylist()
+    status = storage.read_parquet(paths["status"]).to_pylist()
     redo = [r["row"] for r in status
             if r["status"] == STATUS_ERROR and (reasons is True or r["reason"] in reasons)]
     if not redo:
         return []
     stats = read_stats(paths["stats"]) or {}
-    index = tar_index(os.path.join(layout.stage_dir(), t) for t in stats.get("tars", []))
+    index = tar_index(join(layout.stage_dir(), t) for t in stats.get("tars", []))
     keep = set(redo)
     for r in status:
         if r["row"] in keep:

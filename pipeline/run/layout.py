@@ -8,15 +8,16 @@ OUT/
   _parts/<stage>/N/<row>.part                           per-clip results staged until shard N commits
 ```
 
-``P`` is ``<dataset>-<profile>``. A part is written under a temporary name and renamed when
+``P`` is ``<dataset>-<profile>``. OUT is a local folder or an object-store URI
+(``pipeline.storage``); paths are joined with ``pipeline.io.join``, which keeps a URI's query. A part is written under a temporary name and renamed when
 complete; a shard is committed from its parts (tar, status table, stats file last) and its
 parts folder is then removed. Nothing under a shard's final name is ever partial.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
+from pipeline.io import join
 from pipeline.shards import shard_name, shard_paths
 
 PARTS = "_parts"
@@ -34,7 +35,7 @@ class RunLayout:
 
     def stage_dir(self, stage: str | None = None) -> str:
         stage = stage or self.stage
-        return self.out_dir if stage == "shards" else os.path.join(self.out_dir, STAGES_DIR, stage)
+        return self.out_dir if stage == "shards" else join(self.out_dir, STAGES_DIR, stage)
 
     def shard_name(self, shard: int, part: int = 0) -> str:
         return shard_name(self.prefix, shard, part)
@@ -43,21 +44,21 @@ class RunLayout:
         return shard_paths(self.stage_dir(stage), self.prefix, shard)
 
     def parts_root(self, stage: str | None = None) -> str:
-        return os.path.join(self.out_dir, PARTS, stage or self.stage)
+        return join(self.out_dir, PARTS, stage or self.stage)
 
     def parts_dir(self, shard: int, stage: str | None = None) -> str:
-        return os.path.join(self.parts_root(stage), f"{int(shard):06d}")
+        return join(self.parts_root(stage), f"{int(shard):06d}")
 
     def part_path(self, shard: int, row: int, stage: str | None = None, retry: bool = False) -> str:
         """``<row>.part``; ``<row>.retry.part`` for a clip that failed for a reason that is not
         about the clip (``NON_CLIP_REASONS``): a later run computes such a clip again."""
-        return os.path.join(self.parts_dir(shard, stage), f"{int(row):09d}" + (".retry" if retry else "") + ".part")
+        return join(self.parts_dir(shard, stage), f"{int(row):09d}" + (".retry" if retry else "") + ".part")
 
     def manifest(self) -> str:
-        return os.path.join(self.out_dir, "manifest.parquet")
+        return join(self.out_dir, "manifest.parquet")
 
     def config(self) -> str:
-        return os.path.join(self.out_dir, "config.json")
+        return join(self.out_dir, "config.json")
 
 
 def shard_of(row: int, samples_per_shard: int) -> int:

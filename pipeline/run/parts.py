@@ -3,7 +3,8 @@
 A part is a small tar: ``work.json`` (the clip's status row, timings, what it was resumed
 from, batch sizes, entity summary) and, for a clip that became a sample, its encoded tar
 members under their member names. It is written under a temporary name (``.<row>.part.<tag>.tmp``)
-and renamed when complete, so a part that exists is whole. A killed run's staged clips are
+and renamed when complete, so a part that exists is whole (on an object store: one
+upload, ``pipeline.storage``). A killed run's staged clips are
 never recomputed: the next run lists the parts and schedules only the rows without one.
 """
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import tarfile
 
 from schemas.status import STATUS_ERROR
 
+from pipeline import storage
+from pipeline.io import join
 from pipeline.run.layout import NON_CLIP_REASONS, RunLayout
 from pipeline.run.work import ClipWork
 
@@ -41,22 +43,15 @@ def write_part(layout: RunLayout, work: ClipWork, fsync: bool = True) -> str:
     members += sorted((work.members or {}).items())
     path = layout.part_path(work.shard, work.index,
                             retry=work.status == STATUS_ERROR and work.reason in NON_CLIP_REASONS)
-    d = os.path.dirname(path)
-    os.makedirs(d, exist_ok=True)
-    tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}-{os.urandom(3).hex()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(_tar_bytes(members))
-        if fsync:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+    storage.makedirs(layout.parts_dir(work.shard))
+    storage.put_bytes(path, _tar_bytes(members), tag=f"{os.getpid()}-{os.urandom(3).hex()}", fsync=fsync)
     return path
 
 
 def read_part(path: str) -> tuple[dict, dict[str, bytes]]:
     """(head, members) of a staged part."""
     head, members = None, {}
-    with tarfile.open(path) as tf:
+    with storage.open_input(path) as f, tarfile.open(fileobj=f) as tf:
         for m in tf:
             data = tf.extractfile(m).read()
             if m.name == _WORK:
@@ -71,28 +66,22 @@ def read_part(path: str) -> tuple[dict, dict[str, bytes]]:
 def staged_rows(layout: RunLayout, shard: int) -> set[int]:
     """Rows of ``shard`` that have a complete part (not counting ``.retry.part``: those are
     computed again)."""
-    try:
-        names = os.listdir(layout.parts_dir(shard))
-    except FileNotFoundError:
-        return set()
+    names = storage.listdir(layout.parts_dir(shard))
     return {int(n[:9]) for n in names if n.endswith(".part") and not n.startswith(".") and not n.endswith(".retry.part")}
 
 
 def part_of(layout: RunLayout, shard: int, row: int) -> str:
     """The part to commit for a row: its computed part, else its ``.retry.part``."""
     path = layout.part_path(shard, row)
-    return path if os.path.exists(path) else layout.part_path(shard, row, retry=True)
+    return path if storage.exists(path) else layout.part_path(shard, row, retry=True)
 
 
 def staged_shards(layout: RunLayout) -> set[int]:
-    try:
-        return {int(n) for n in os.listdir(layout.parts_root()) if n.isdigit()}
-    except FileNotFoundError:
-        return set()
+    return {int(n) for n in storage.listdir(layout.parts_root()) if n.isdigit()}
 
 
 def remove_parts(layout: RunLayout, shard: int) -> None:
-    shutil.rmtree(layout.parts_dir(shard), ignore_errors=True)
+    storage.remove_tree(layout.parts_dir(shard))
 
 
 def remove_part_temp_files(layout: RunLayout) -> list[str]:
@@ -100,11 +89,8 @@ def remove_part_temp_files(layout: RunLayout) -> list[str]:
     removed = []
     for shard in staged_shards(layout):
         d = layout.parts_dir(shard)
-        for n in os.listdir(d):
+        for n in storage.listdir(d):
             if n.startswith(".") and n.endswith(".tmp"):
-                try:
-                    os.remove(os.path.join(d, n))
+                if storage.remove(join(d, n)):
                     removed.append(n)
-                except FileNotFoundError:
-                    pass
     return removed

@@ -18,13 +18,13 @@ import time
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from schemas.status import STATUS_SCHEMA
 
 from pipeline.config import Config
 from pipeline.inputs.manifest import build_manifest, write_manifest
-from pipeline.io import is_uri
+from pipeline import storage
+from pipeline.io import is_uri, join
 from pipeline.shards import atomic_write_bytes, read_stats, remove_temp_files, write_index, write_status
 from pipeline.clip.runtime import import_plugins
 from schemas.status import STAGES
@@ -35,7 +35,7 @@ from pipeline.run.console import ray_output_to_file
 from pipeline.run.executors import Committer, LocalExecutor, RayExecutor, init_ray
 from pipeline.run.groups import plan_groups
 from pipeline.run.layout import NON_CLIP_REASONS, RunLayout
-from pipeline.run.lock import RunLock
+from pipeline.run.lock import run_lock
 from pipeline.run.parts import remove_part_temp_files, remove_parts, staged_rows, staged_shards
 
 log = logging.getLogger(__name__)
@@ -137,8 +137,8 @@ def run(cfg: Config, dataset: str, data: str, out_dir: str, stage: str = "shards
     setup = preflight(cfg, out_dir, stage=stage, local_devices=(executor == "local" or not address))
     if retry_errors is not None and retry_errors is not True:
         retry_errors = tuple(retry_errors)
-    with RunLock(out_dir) as lock:  # one writer per output folder; refused with a message otherwise
-        layout = RunLayout(os.path.abspath(out_dir), f"{dataset}-{profile.name}", stage)
+    with run_lock(storage.root(out_dir)) as lock:  # one writer per OUT; refused with a message otherwise
+        layout = RunLayout(storage.root(out_dir), f"{dataset}-{profile.name}", stage)
         _remove_temp_files(layout)  # left by writers of a killed run
         result = _run_locked(cfg, dataset, data, layout, force, executor, address, progress,
                              dataset_options, t0, profile, lock.run_id, retry_errors)
@@ -150,8 +150,13 @@ def run(cfg: Config, dataset: str, data: str, out_dir: str, stage: str = "shards
 def _remove_temp_files(layout: RunLayout) -> None:
     dirs = [layout.out_dir] + [layout.stage_dir(s) for s in STAGES if s != "shards"]
     removed = [n for d in dirs for n in remove_temp_files(d)] + remove_part_temp_files(layout)
+    if storage.is_remote(layout.out_dir):  # a manifest upload cut short; uploads never completed
+        removed += [n for n in storage.listdir(layout.out_dir)
+                    if n.startswith("manifest.parquet.tmp-") and storage.remove(join(layout.out_dir, n))]
+        removed += ["(upload)"] * storage.abort_uploads(layout.out_dir)
     if removed:
-        log.warning("removed %d temporary file(s) of interrupted writers in %s", len(removed), layout.out_dir)
+        log.warning("removed %d temporary file(s) of interrupted writers in %s", len(removed),
+                    storage.redact(layout.out_dir))
 
 
 def _run_locked(cfg, dataset, data, layout: RunLayout, force, executor, address, progress, dataset_options,
@@ -161,7 +166,7 @@ def _run_locked(cfg, dataset, data, layout: RunLayout, force, executor, address,
                                    row_group_size=manifest_row_group(cfg.shards.samples_per_shard))
     fp = fingerprint(cfg)
     tasks = shard_tasks(manifest.num_rows, cfg.shards.samples_per_shard)
-    result = RunResult(layout.out_dir, layout.prefix, layout.stage, clips=manifest.num_rows)
+    result = RunResult(storage.redact(layout.out_dir), layout.prefix, layout.stage, clips=manifest.num_rows)
     del manifest  # the operators read their rows from the manifest file (ManifestRows)
 
     # what is left to do: shards not done, and in them the rows without a staged part
@@ -202,7 +207,7 @@ def _run_locked(cfg, dataset, data, layout: RunLayout, force, executor, address,
         fps = [st.get("fingerprint") for st in result.stats]
         if with_parts:
             fps.append(None)  # staged clips: made with the settings OUT/config.json records
-        check_resume(read_stats(layout.config()), fps, cfg, out_dir=layout.out_dir)
+        check_resume(read_stats(layout.config()), fps, cfg, out_dir=storage.redact(layout.out_dir))
     atomic_write_bytes(layout.config(), json.dumps(config_record(cfg), indent=1, sort_keys=True).encode())
 
     use_ray = executor == "ray" and n_pending + len(ready) > 0
@@ -272,7 +277,7 @@ def _run_locked(cfg, dataset, data, layout: RunLayout, force, executor, address,
         result.reasons[reason] = result.reasons.get(reason, 0) + 1
     d = layout.stage_dir()
     for status, name in (("error", "errors"), ("filtered", "filtered")):  # atomic: no partial table
-        write_status(os.path.join(d, f"{name}.parquet"), table.filter(pa.compute.equal(table["status"], status)).to_pylist())
+        write_status(join(d, f"{name}.parquet"), table.filter(pa.compute.equal(table["status"], status)).to_pylist())
     if layout.stage == "shards":
         result.index = write_index(layout.out_dir, layout.prefix, result.stats, {
             "dataset": dataset, "profile": profile.name, "clips": result.clips, "ok": result.ok,
@@ -292,10 +297,7 @@ def _breaker(first: list[dict], layout: RunLayout) -> None:
         return
     for r in first:  # nothing of theirs is kept: the next run computes them again
         for retry in (False, True):
-            try:
-                os.remove(layout.part_path(r["shard"], r["row"], retry=retry))
-            except FileNotFoundError:
-                pass
+            storage.remove(layout.part_path(r["shard"], r["row"], retry=retry))
     raise RunStopped(
         f"stopped: the first {len(first)} clip(s) of this run all failed with reason {reason!r}"
         f"{': ' + first[0]['message'] if first[0].get('message') else ''}. That is a setup or code "
@@ -308,7 +310,7 @@ def collect_tables(layout: RunLayout, shards: list[int], statuses: tuple[str, ..
     given (filtered shard by shard: a 10M-clip run keeps only its failures in memory)."""
     tables = []
     for s in shards:
-        t = pq.read_table(layout.shard_paths(s)["status"], schema=STATUS_SCHEMA)
+        t = storage.read_parquet(layout.shard_paths(s)["status"], schema=STATUS_SCHEMA)
         if statuses is not None:
             t = t.filter(pa.compute.is_in(t["status"], value_set=pa.array(statuses, t.schema.field("status").type)))
         tables.append(t)

@@ -84,15 +84,26 @@ def check_out_dir(out_dir: str) -> str:
                 f.write(b"preflight\n")
             os.remove(path)
         else:
+            from pipeline import storage
+            from pipeline.io import join
+
             fs, base = resolve(out_dir)
-            fs.create_dir(base, recursive=True)
-            path = base.rstrip("/") + "/" + probe
-            with fs.open_output_stream(path) as f:
-                f.write(b"preflight\n")
-            fs.delete_file(path)
+            if out_dir.partition("://")[0] in ("s3", "gs", "gcs"):  # no folders: leave no marker object
+                storage.put_bytes(join(out_dir, probe), b"preflight\n")
+                storage.remove(join(out_dir, probe))
+            else:
+                fs.create_dir(base, recursive=True)
+                path = base.rstrip("/") + "/" + probe
+                with fs.open_output_stream(path) as f:
+                    f.write(b"preflight\n")
+                fs.delete_file(path)
     except Exception as e:  # noqa: BLE001 - OSError locally, pyarrow's errors for URIs
-        raise _fail(f"the output folder {out_dir}", f"{type(e).__name__}: {e}", fix) from e
-    return f"{out_dir} (writable)"
+        from pipeline.storage import redact
+
+        raise _fail(f"the output folder {redact(out_dir)}", f"{type(e).__name__}: {e}", fix) from e
+    from pipeline.storage import redact
+
+    return f"{redact(out_dir)} (writable)"
 
 
 # ---- devices ------------------------------------------------------------------------------------

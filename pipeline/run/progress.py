@@ -166,7 +166,8 @@ def format_run_summary(res) -> str:
     if res.filtered:
         lines.append(f"filtered: {res.out_dir}/{sub}filtered.parquet")
     if res.index:
-        lines.append(f"look at it: python -m pipeline stats {res.out_dir} | preview {res.out_dir} --out DIR | "
+        stats = "" if "://" in res.out_dir else f"stats {res.out_dir} | "  # stats reads local folders
+        lines.append(f"look at it: python -m pipeline {stats}preview {res.out_dir} --out DIR | "
                      f"validate {res.out_dir}")
     ray_logs = getattr(res, "ray_logs", None)
     if ray_logs:

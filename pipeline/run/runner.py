@@ -54,7 +54,8 @@ class StageCache:
         self.keep = keep
 
     def _load(self, shard: int):
-        import pyarrow.parquet as pq
+        from pipeline.io import join
+        from pipeline.storage import read_parquet
 
         for stage in self.stages:
             if stage == self.layout.stage:
@@ -64,8 +65,8 @@ class StageCache:
             if stats is None:
                 continue
             d = self.layout.stage_dir(stage)
-            index = tar_index(os.path.join(d, t) for t in stats.get("tars", []))
-            status = {r["clip_id"]: r for r in pq.read_table(paths["status"]).to_pylist()}
+            index = tar_index(join(d, t) for t in stats.get("tars", []))
+            status = {r["clip_id"]: r for r in read_parquet(paths["status"]).to_pylist()}
             return stage, index, status
         return None, {}, {}
 

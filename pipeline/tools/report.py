@@ -74,6 +74,13 @@ def collect(out_dir: str, max_samples: int | None = None) -> dict[str, Any]:
 
     from schemas.status import STATUS_SCHEMA
 
+    from pipeline.storage import is_remote, redact
+
+    if is_remote(out_dir):
+        raise FileNotFoundError(
+            f"stats reads a local output folder, and {redact(out_dir)!r} is on an object store: copy it "
+            f"first (for example `aws s3 sync {redact(out_dir)} DIR --exclude '*.tar'` and the tars you "
+            f"want), or use validate / preview, which read the URI directly")
     stats_files = sorted(glob.glob(os.path.join(out_dir, "*.stats.json")))
     if not stats_files:
         raise FileNotFoundError(f"no shard stats (*.stats.json) in {out_dir!r}: not a run's output folder")

@@ -282,8 +282,10 @@ def check_sample(key: str, members: dict[str, bytes]) -> tuple[list[tuple[str | 
 
 # --------------------------------------------------------------------------- shards
 def validate_shard(path: str, report: ValidationReport | None = None) -> ValidationReport:
+    from pipeline.storage import redact
+
     report = report or ValidationReport()
-    shard = os.path.basename(path)
+    shard = os.path.basename(redact(path))
     report.shards += 1
     n = 0
     try:
@@ -305,22 +307,27 @@ def validate_shard(path: str, report: ValidationReport | None = None) -> Validat
 
 def validate(url: str | Iterable[str]) -> ValidationReport:
     """Validate every shard at ``url`` (tar, brace pattern, list, or output folder)."""
+    from pipeline import storage
+    from pipeline.io import join
     from pipeline.shards import expand_urls
 
     report = ValidationReport()
     urls = expand_urls(url)
     for u in urls:
-        if not os.path.exists(u):
+        if not storage.exists(u):
             report.shards += 1
-            report.violations.append(Violation(os.path.basename(u), None, None, "shard file missing"))
+            report.violations.append(Violation(os.path.basename(storage.redact(u)), None, None, "shard file missing"))
             continue
         validate_shard(u, report)
-    if isinstance(url, str) and os.path.isdir(url) and os.path.exists(os.path.join(url, "index.json")):
-        with open(os.path.join(url, "index.json")) as f:
-            index = json.load(f)
+    folder = isinstance(url, str) and (
+        storage.is_remote(url) and not url.partition("?")[0].endswith(".tar") and "{" not in url or os.path.isdir(url))
+    index = storage.read_json(join(url, "index.json")) if folder else None
+    if folder and index is None and storage.exists(join(url, "index.json")):
+        report.violations.append(Violation("index.json", None, None, "not valid JSON"))
+    if index is not None:
         counts = report.counts
         for s in index.get("shards", []):
-            p = os.path.join(url, s["url"])
+            p = join(url, s["url"])
             if p in counts and counts[p] != s.get("samples"):
                 report.violations.append(Violation("index.json", None, None,
                                                    f"{s['url']} holds {counts[p]} samples, index says {s.get('samples')}"))

@@ -23,8 +23,9 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import webdataset as wds
 
+from pipeline import storage
 from pipeline.shards import expand_urls
-from pipeline.train.sources import SampleLimit, SampleShuffle, ShardSource, SourceState, world_info
+from pipeline.train.sources import SampleLimit, SampleShuffle, ShardSource, SourceState, shard_samples, world_info
 from schemas.sample import ANCHORS_MEMBER, ENTITIES_MEMBER, FLOW_MEMBER, decode_sample
 from stages.trajectories import draw_trajectories
 
@@ -411,7 +412,7 @@ def make_dataset(
     resolve_augment(augment)                      # validate now, not in a worker
     urls = expand_urls(url)
     if not urls:
-        raise FileNotFoundError(f"no shards at {url!r}")
+        raise FileNotFoundError(f"no shards at {url if not isinstance(url, str) else storage.redact(url)!r}")
     missing = [u for u in urls if "://" not in u and not u.startswith("pipe:") and not os.path.exists(u)]
     if missing:
         raise FileNotFoundError(f"{len(missing)} of {len(urls)} shard(s) do not exist, e.g. {missing[:3]}")
@@ -428,7 +429,7 @@ def make_dataset(
     handler = wds.warn_and_continue if on_error == "skip" else wds.reraise_exception
     stages = [
         ShardSource(urls, state, rank, world_size, bool(shuffle_shards), bool(resampled)),
-        wds.tarfile_to_samples(handler=handler),
+        shard_samples(handler=handler),       # local files, pipe:, http, and s3:// / gs:// (pyarrow)
         SampleShuffle(int(shuffle), state),
         _Builder(opts, state),
     ]

@@ -1,7 +1,9 @@
 """Where a trainer's samples come from: ``read_samples(url)`` (decoded samples, a webdataset
 pipeline split across nodes and DataLoader workers) and the stages ``make_dataset`` starts with:
-this rank's and worker's shards (exactly once per epoch, or resampled), the sample shuffle buffer,
-the per-rank sample limit, and the per-process state they share (seed, epoch, passes)."""
+this rank's and worker's shards (exactly once per epoch, or resampled), the tar reader that opens
+object-store shards (``s3://``, ``gs://``: ``shard_samples``, through ``pipeline.storage``), the
+sample shuffle buffer, the per-rank sample limit, and the per-process state they share (seed,
+epoch, passes)."""
 from __future__ import annotations
 
 import os
@@ -10,8 +12,42 @@ from typing import Iterable, Iterator
 import numpy as np
 import webdataset as wds
 
+from pipeline import storage
 from pipeline.shards import expand_urls
 from schemas.sample import decode_sample
+
+# URL schemes opened with pyarrow's filesystems (credentials from the environment, options in
+# the URL's query); any other URL goes to webdataset's own opener (files, pipe:, http ...).
+STORE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs")
+
+
+def _open_shards(data: Iterable[dict], handler=wds.reraise_exception) -> Iterator[dict]:
+    """webdataset's ``url_opener``, with object-store URLs opened as pyarrow streams."""
+    for sample in data:
+        url = sample["url"]
+        try:
+            if url.partition("://")[0] in STORE_SCHEMES:
+                sample.update(stream=storage.open_stream(url))
+            else:
+                sample.update(stream=wds.gopen(url))
+        except Exception as exn:  # noqa: BLE001 - the handler decides, as webdataset's does
+            exn.args = exn.args + (storage.redact(url),)
+            if handler(exn):
+                continue
+            break
+        yield sample
+
+
+def _shard_samples(src: Iterable[dict], handler=wds.reraise_exception) -> Iterator[dict]:
+    from webdataset.tariterators import group_by_keys, tar_file_expander
+
+    files = tar_file_expander(_open_shards(src, handler), handler=handler)
+    return group_by_keys(files, handler=handler)
+
+
+# ``wds.tarfile_to_samples`` for local and object-store shards alike
+shard_samples = wds.filters.pipelinefilter(_shard_samples)
+
 
 def _decode(raw: dict) -> dict:
     members = {k: v for k, v in raw.items() if not k.startswith("__")}
@@ -21,6 +57,11 @@ def _decode(raw: dict) -> dict:
 def read_samples(url, shuffle_shards: bool = False):
     """Decoded samples of the shards at ``url`` (see module docstring)."""
     urls = expand_urls(url)
+    if any(u.partition("://")[0] in STORE_SCHEMES for u in urls):
+        stages = [wds.SimpleShardList(urls), wds.split_by_node, wds.split_by_worker]
+        if shuffle_shards:
+            stages.append(wds.shuffle(100))
+        return wds.DataPipeline(*stages, shard_samples(), wds.map(_decode))
     ds = wds.WebDataset(urls, shardshuffle=shuffle_shards, empty_check=False,
                         nodesplitter=wds.split_by_node, workersplitter=wds.split_by_worker)
     return ds.map(_decode)

@@ -4,6 +4,11 @@ workers (one per node: each needs the node's only CPU) gives the same shards (pe
 content hashes and tar bytes) as the local executor. The driver ships the repo to the
 cluster as the job's runtime_env working_dir; the test checks the workers got it.
 
+The same cluster writes to object storage (issue 15): with ``--out s3://...`` (moto's S3
+server on loopback, tests/pipeline/s3_util) the nodes share no output folder, and the shards
+equal the local run's too. Every node gets the (dummy) S3 credentials from its environment,
+as a KubeRay pod would.
+
 Teardown stops exactly the processes of this cluster (found by its own temp dir, by pid),
 never other Ray instances on the machine. RAY_AUTH_MODE is set explicitly for every
 command: Ray 2.60 turns token authentication on for a head when ~/.ray/auth_token exists,
@@ -22,6 +27,7 @@ import pytest
 from pipeline.config import Config
 
 import reliability_util as ru  # noqa: E402 (tests/pipeline/conftest.py puts this folder on sys.path)
+import s3_util  # noqa: E402
 
 pytestmark = pytest.mark.slow
 RAY = os.path.join(os.path.dirname(ru.PY), "ray")
@@ -62,7 +68,7 @@ def cluster():
     temp_dir = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's socket paths must fit
     port = _free_port()
     address = f"127.0.0.1:{port}"
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, **s3_util.CREDENTIALS, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     try:
         head = subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=1", f"--temp-dir={temp_dir}",
@@ -111,3 +117,32 @@ def test_two_node_cluster_run_equals_the_local_run(cluster, tmp_path):
         for mod in ("pipeline/run/plan.py", "pipeline/clip/isolation.py", "stages/decode.py", "schemas/sample.py"):
             assert os.path.exists(os.path.join(pkg, mod)), (pkg, mod)
         assert not os.path.exists(os.path.join(pkg, ".venv"))
+
+
+def test_two_node_cluster_writes_to_s3_with_no_shared_output_folder(cluster, s3, tmp_path):
+    from pipeline.run.plan import run
+
+    address, temp_dir, env = cluster
+    data = ru.small_dataset(tmp_path / "data", n=4, distinct=2)
+    cfg = Config(profile="dragnuwa-ld").replace(**{"shards.samples_per_shard": 1})
+    local = tmp_path / "local"
+    run(cfg, "webvid", data, str(local), executor="local")
+
+    b = s3.bucket()
+    out = s3.uri(b, "cluster")
+    cwd = tmp_path / "cwd"  # the driver's folder: it must stay empty
+    cwd.mkdir()
+    proc = subprocess.run([ru.PY, "-m", "pipeline", "run", "--dataset", "webvid", "--data", str(data), "--out", out,
+                           "--profile", "dragnuwa-ld", "--samples-per-shard", "1", "--workers", "2",
+                           "--address", address],
+                          cwd=str(cwd), env={**env, "PYTHONPATH": ru.REPO}, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert "4 clips -> ok 4, error 0, filtered 0" in proc.stdout
+    keys = s3.keys(b)
+    assert len([k for k in keys if k.endswith(".tar")]) == 4
+    assert not [k for k in keys if "/_parts/" in k or os.path.basename(k).startswith(".")], keys
+    assert s3.uploads(b) == [] and os.listdir(cwd) == []
+    dl = s3.download(b, "cluster", tmp_path / "dl")
+    ru.check_accounting(dl)
+    assert ru.sample_hashes(dl) == ru.sample_hashes(local)
+    assert ru.tar_bytes(dl) == ru.tar_bytes(local)
