@@ -37,7 +37,7 @@ min_mask_region_area=0, crop_n_layers=0, encoder_batch=4, precision="fp32", **ig
 ``upsample_logits(low, img_size, input_size, orig_size)``
     ``Sam.postprocess_masks`` with the same numbers, skipping the cropped-off rows.
 ``paint_id_map(masks, areas, predicted_iou, stability_score) -> (labels, per_mask)``
-    the overlap rule of ``stages.masks.resolve_overlaps`` on the device (same result).
+    the overlap rule of ``stages.entities.masks_sam.resolve_overlaps`` on the device (same result).
 
 Deliberate differences from SamAutomaticMaskGenerator (also in docs/entities.md)
 -------------------------------------------------------------------------------
@@ -113,7 +113,7 @@ class AmgMasks:
 
 def paint_id_map(masks, areas: Sequence[int], predicted_iou: Sequence[float],
                  stability_score: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    """``stages.masks.resolve_overlaps`` for a (K, H, W) bool tensor, computed on its device.
+    """``stages.entities.masks_sam.resolve_overlaps`` for a (K, H, W) bool tensor, computed on its device.
 
     A pixel goes to the covering mask painted last, painting in order of decreasing area,
     ties by (predicted IoU, stability score) increasing, then the later record first (so the
