@@ -14,8 +14,9 @@ dataset adapters (``pipeline.inputs`` adapters) each keep one.
 * ``choices()`` lists the names in registration order (the order error messages show).
 * ``get(name)`` returns the factory, ``create(name, **options)`` calls it; an unknown name
   raises ``ValueError`` naming the valid choices.
-* The registry reads as a read-only mapping: ``name in reg``, ``list(reg)``, ``reg[name]``
-  (the factory, imported if lazy).
+* The registry reads as a mapping: ``name in reg``, ``list(reg)``, ``reg[name]`` (the
+  factory, imported if lazy); ``reg[name] = factory`` is ``register``, ``reg.pop(name)``
+  removes an entry (tests).
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ import importlib
 from typing import Any, Callable, Iterator, Mapping
 
 __all__ = ["Registry"]
+
+_MISSING = object()
 
 
 class Registry(Mapping[str, Callable[..., Any]]):
@@ -78,11 +81,20 @@ class Registry(Mapping[str, Callable[..., Any]]):
         """``get(name)(**options)``."""
         return self.get(name)(**options)
 
-    # ---- read-only mapping
+    def pop(self, name: str, default: Any = _MISSING) -> Any:
+        """Remove ``name`` and return its factory (as stored: a lazy entry stays a string)."""
+        if default is _MISSING:
+            return self._entries.pop(self.key(name))
+        return self._entries.pop(self.key(name), default)
+
+    # ---- mapping
     def __getitem__(self, name: str) -> Callable[..., Any]:
         if self.key(name) not in self._entries:
             raise KeyError(name)
         return self.get(name)
+
+    def __setitem__(self, name: str, factory: Callable[..., Any] | str) -> None:
+        self.register(name, factory)
 
     def __contains__(self, name: object) -> bool:
         return self.key(name) in self._entries

@@ -3,8 +3,8 @@
 Public API
 ----------
 ``make_entity_stage(cfg, profile, main_flow) -> EntityStage | None``
-    Called once per worker by ``pipeline.clip.processor.ClipProcessor``; None when entities are disabled
-    (``cfg.enabled`` false or ``cfg.masks == "none"``).
+    Called once per worker by ``pipeline.clip.processor.ClipProcessor``; None when entities
+    are disabled (``cfg.enabled`` false or ``cfg.masks == "none"``).
 ``EntityStage(cfg, profile=None, main_flow=None)``
     ``main_flow``: a callable with no argument returning the run's main flow backend (the
     caller's, created on first call), which ``entities.backward_flow`` "auto" and "same"
