@@ -19,7 +19,7 @@ from stages.flow.models import (  # noqa: E402
     RAFT_WEIGHTS_HELP, UNIMATCH_HELP, RAFTFlow, UniMatchFlow, load_state_dict,
 )
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 
 
 @pytest.fixture(scope="module")
