@@ -141,7 +141,7 @@ from torchvision.models.optical_flow import raft_small
 sys.path.insert(0, {root!r})
 from pipeline.config import Config
 from pipeline.run import run
-from stages.masks import build_sam_model
+from stages.entities.masks_sam import build_sam_model
 
 work, data = {work!r}, {data!r}
 torch.manual_seed(0)

@@ -8,11 +8,11 @@
 Prints, at the profile size 576x320 (HD):
 
 * flow pairs/s per backend, model, precision (fp32 / bf16 autocast) and batch size: RAFT
-  small and large (``stages.flow_torch.RAFTFlow``), UniMatch when its source folder is given;
+  small and large (``stages.flow.models.RAFTFlow``), UniMatch when its source folder is given;
   the random weights are saved to a temporary checkpoint and loaded through the backend's
   real loading code, as a user's weights file would be;
 * SAM automatic masks, seconds per clip (first frame) at ViT-H/L/B, 32x32 points:
-  segment-anything's SamAutomaticMaskGenerator against ours (``stages.sam_amg``), encoder
+  segment-anything's SamAutomaticMaskGenerator against ours (``stages.entities.sam_amg``), encoder
   batch 1 and 4, decoder batch 256 and 1024, fp32 and bf16, with the share of time outside
   the networks ("post"), through the pipeline's mask source (``bench/sam.py``);
 * CoTracker3 seconds per clip (16 frames, 8 queries) when the ``cotracker`` package is
@@ -162,7 +162,7 @@ def bench_raft(device, tmp: str, width: int, height: int, combos, pairs: int, bu
     import torch
     from torchvision.models.optical_flow import raft_large, raft_small
 
-    from stages.flow import make_flow_backend
+    from stages.flow.base import make_flow_backend
 
     clip = _clip(width, height, pairs + 1, seed=1)
     rows = []
@@ -197,8 +197,8 @@ def bench_unimatch(device, tmp: str, source: str | None, width: int, height: int
                    pairs: int, budget: Budget) -> list[dict]:
     import torch
 
-    from stages.flow import make_flow_backend
-    from stages.flow_torch import UNIMATCH_MODELS, import_unimatch
+    from stages.flow.base import make_flow_backend
+    from stages.flow.models import UNIMATCH_MODELS, import_unimatch
 
     if not source:
         return [{"backend": "unimatch", "skipped": "no --unimatch-source given (UniMatch is source-only: "
@@ -237,7 +237,7 @@ def bench_unimatch(device, tmp: str, source: str | None, width: int, height: int
 
 def bench_dis_reference(width: int, height: int, pairs: int) -> list[dict]:
     """The CPU flow of this machine for comparison (one process, OpenCV's default threads)."""
-    from stages.flow import DISFlow
+    from stages.flow.cpu import DISFlow
 
     clip = _clip(width, height, pairs + 1, seed=1)
     rows = []
@@ -254,7 +254,7 @@ def bench_dis_reference(width: int, height: int, pairs: int) -> list[dict]:
 
 # ----------------------------------------------------------------------------- SAM
 def bench_sam(device, model_types, n_images: int, points_per_side: int, configs, budget: Budget) -> list[dict]:
-    """segment-anything's automatic mask generator vs ours (``stages.sam_amg``) through the
+    """segment-anything's automatic mask generator vs ours (``stages.entities.sam_amg``) through the
     ``sam`` mask source, per model size: ``bench.sam.bench_sam_amg`` (random weights with
     rescaled logits, thresholds calibrated to keep 30 % x 50 % of the candidates)."""
     import torch
@@ -284,7 +284,7 @@ def bench_e2e(device, tmp: str, width: int, height: int, frames: int, clips: int
     batch of B clips, what the GPU operators do (``pipeline.run``): decode the stored JPEGs
     on the device (``torchvision.io.decode_jpeg``), RAFT forward flow of every pair of the B
     clips in one call (``forward_many``) and the backward flow (anchor reliability, entity
-    checks), then SAM's automatic masks of the B first frames (``stages.sam_amg``, image
+    checks), then SAM's automatic masks of the B first frames (``stages.entities.sam_amg``, image
     embeddings batched). Clips/s per GPU and GPU busy % (utilisation sampled during the run)
     for B = 1 against the larger batches. CoTracker3 is not included: it is not installable
     here (source only; ``bench_cotracker`` measures it where the package is present)."""
@@ -294,8 +294,8 @@ def bench_e2e(device, tmp: str, width: int, height: int, frames: int, clips: int
     from torchvision.models.optical_flow import raft_large, raft_small
 
     from bench.sam import calibrate, make_model
-    from stages.flow import make_flow_backend
-    from stages.sam_amg import BatchedMaskGenerator
+    from stages.entities.sam_amg import BatchedMaskGenerator
+    from stages.flow.base import make_flow_backend
 
     torch.manual_seed(0)
     ckpt = os.path.join(tmp, f"raft_{raft_model}_e2e.pth")
@@ -359,9 +359,9 @@ def bench_cotracker(device, tmp: str, width: int, height: int, frames: int, quer
     import torch
 
     try:
-        from stages.tracking import CoTrackerTracker
+        from stages.entities.tracking import CoTrackerTracker
     except ImportError as e:
-        return [{**row, "skipped": f"stages.tracking.CoTrackerTracker not available ({e})"}]
+        return [{**row, "skipped": f"stages.entities.tracking.CoTrackerTracker not available ({e})"}]
     try:
         torch.manual_seed(0)
         # random weights: the predictor builds its model without loading when checkpoint is None

@@ -130,7 +130,7 @@ def lower_bound(cfg: Config, data: str, n: int | None = None,
     the bound for another preset is ``1 / (1/decode + 1/flow_preset)``."""
     from stages.decode import clip_rng, decode_video
     from stages.errors import ClipError
-    from stages.flow import make_flow_backend
+    from stages.flow.base import make_flow_backend
 
     rows = clip_rows_ok(_rows(data, n))
     p = cfg.get_profile()
@@ -276,7 +276,9 @@ def flow_accuracy(cfg: Config, clips, presets=("ultrafast", "fast", "balanced", 
     * ``baseline``: the video2dataset-style decode + Farneback."""
     from schemas.sample import decode_jpeg, dequantize_flow, encode_jpeg
     from stages.decode import clip_rng, decode_video
-    from stages.flow import DISFlow, FarnebackFlow, endpoint_error, make_flow_backend
+    from stages.flow.base import make_flow_backend
+    from stages.flow.cpu import DISFlow, FarnebackFlow
+    from stages.flow.ops import endpoint_error
 
     p = cfg.get_profile()
     frames, base_gray = [], []

@@ -1,9 +1,9 @@
-"""SAM automatic masks: segment-anything's generator against ours (stages.sam_amg), one table.
+"""SAM automatic masks: segment-anything's generator against ours (stages.entities.sam_amg), one table.
 
     python bench/sam.py                          # CPU smoke run: tiny_test SAM, 4 images 576x320
     python bench/sam.py --device cuda --model vit_h --points-per-side 32 --images 8
 
-Both run through the pipeline's mask source (``stages.masks.SamMaskSource.masks_many``, so
+Both run through the pipeline's mask source (``stages.entities.masks_sam.SamMaskSource.masks_many``, so
 the id map is included) on the same random-weight model, loaded from a checkpoint file as a
 user's weights would be, and the same images (synthetic scenes at the profile size). Rows:
 ``official`` (SamAutomaticMaskGenerator, points_per_batch 64, one image at a time) and
@@ -59,7 +59,7 @@ def _low_res_logits(model, image: np.ndarray, n_points: int = 16):
     """The mask decoder's low-resolution logits for a few grid points of ``image``."""
     import torch
 
-    from stages.sam_amg import BatchedMaskGenerator
+    from stages.entities.sam_amg import BatchedMaskGenerator
 
     g = BatchedMaskGenerator(model, points_per_side=int(np.sqrt(n_points)))
     with torch.inference_mode():
@@ -78,7 +78,7 @@ def make_model(model_type: str, device: str, image: np.ndarray, logit_std: float
     """Random-weight SAM whose mask logits have standard deviation ``logit_std`` on ``image``."""
     import torch
 
-    from stages.masks import build_sam_model, scale_mask_logits
+    from stages.entities.masks_sam import build_sam_model, scale_mask_logits
 
     torch.manual_seed(seed)
     model = build_sam_model(model_type).to(device).eval()
@@ -88,7 +88,7 @@ def make_model(model_type: str, device: str, image: np.ndarray, logit_std: float
 
 def calibrate(model, image: np.ndarray, points_per_side: int, keep_iou: float, keep_stability: float) -> dict:
     """Thresholds that keep the given fractions of the candidates of ``image`` (see the docstring)."""
-    from stages.sam_amg import BatchedMaskGenerator
+    from stages.entities.sam_amg import BatchedMaskGenerator
 
     g = BatchedMaskGenerator(model, points_per_side=points_per_side, pred_iou_thresh=0.0,
                              stability_score_thresh=0.0, box_nms_thresh=1.0)
@@ -140,7 +140,7 @@ def bench_sam_amg(model_type: str = "tiny_test", device: str = "cpu", n_images: 
     module docstring. Returns {"rows": [...], "params": ..., ...}."""
     import torch
 
-    from stages.masks import SamMaskSource
+    from stages.entities.masks_sam import SamMaskSource
 
     t_start = time.perf_counter()
     cuda = torch.device(device).type == "cuda"

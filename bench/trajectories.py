@@ -33,7 +33,7 @@ if ROOT not in sys.path:
 
 from schemas.sample import decode_jpeg, dequantize_flow, encode_jpeg  # noqa: E402
 from stages.decode import clip_rng, cover_geometry, select_frames  # noqa: E402
-from stages.flow import make_flow_backend  # noqa: E402
+from stages.flow.base import make_flow_backend  # noqa: E402
 from stages.trajectories import (  # noqa: E402
     anchor_reliability, compose_flows, compute_anchors, track_points,
 )

@@ -28,11 +28,14 @@ sizes, timeouts); a section class with ``RUNTIME_SECTION = True`` (ray, isolatio
 runtime as a whole. ``pipeline.run.fingerprint`` leaves them out of the content fingerprint;
 every other setting, including a new one, counts as content.
 
-Choice sets come from the modules that implement them (``stages.flow.FLOW_BACKENDS`` and
-``DIS_PRESETS``, ``stages.entities.MASK_CHOICES`` / ``TRACKER_CHOICES``,
-``stages.masks.SAM_MODEL_TYPES``), so the lists cannot drift apart. ``plugins`` is the
-first field of ``Config`` and its modules are imported when it is checked, before the
-sections: a flow backend a plugin registers is a valid ``flow.backend``.
+Choice sets come from the modules that implement them (the registries
+``stages.flow.base.FLOW_BACKENDS``, ``stages.entities.masks.MASK_SOURCES`` and
+``stages.entities.tracking.TRACKERS`` through ``stages.entities.extract.mask_choices`` /
+``tracker_choices``; ``stages.flow.cpu.DIS_PRESETS``, ``stages.entities.masks_sam.SAM_MODEL_TYPES``),
+so the lists cannot drift apart. ``plugins`` is the first field of ``Config`` and its
+modules are imported when it is checked, before the sections: a flow backend, mask source
+or tracker a plugin registers is a valid ``flow.backend``, ``entities.masks`` or
+``entities.tracker``.
 """
 import dataclasses
 import functools
@@ -160,13 +163,13 @@ Device = Annotated[str, Strict(), AfterValidator(_check_device)]
 
 
 def _flow_backends() -> Iterable[str]:
-    from stages.flow import FLOW_BACKENDS
+    from stages.flow.base import FLOW_BACKENDS
 
     return FLOW_BACKENDS
 
 
 def _dis_presets() -> Iterable[str]:
-    from stages.flow import DIS_PRESETS
+    from stages.flow.cpu import DIS_PRESETS
 
     return DIS_PRESETS
 
@@ -176,19 +179,19 @@ def _backward_flows() -> Iterable[str]:
 
 
 def _mask_choices() -> Iterable[str]:
-    from stages.entities import MASK_CHOICES
+    from stages.entities.extract import mask_choices
 
-    return MASK_CHOICES
+    return mask_choices()
 
 
 def _tracker_choices() -> Iterable[str]:
-    from stages.entities import TRACKER_CHOICES
+    from stages.entities.extract import tracker_choices
 
-    return TRACKER_CHOICES
+    return tracker_choices()
 
 
 def _sam_models() -> Iterable[str]:
-    from stages.masks import SAM_MODEL_TYPES
+    from stages.entities.masks_sam import SAM_MODEL_TYPES
 
     return SAM_MODEL_TYPES
 
@@ -285,7 +288,7 @@ class EntityConfig:
     sam: dict[str, Any] = field(default_factory=dict)   # SamAutomaticMaskGenerator parameters
     # Added for issue 3 (docs/entities.md): entities under min_area px are dropped (0 = no
     # limit); gt ids 1..stuff_max_id are "stuff" (VIPSeg: background classes), dropped when
-    # keep_background is false; motion = stages.masks.segment_motion parameters.
+    # keep_background is false; motion = stages.entities.masks_motion.segment_motion parameters.
     min_area: NonNegInt = 0
     stuff_max_id: NonNegInt = 124
     motion: dict[str, Any] = field(default_factory=dict)

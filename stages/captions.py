@@ -28,6 +28,8 @@ frames=("first",), dtype="auto")``
     batches of ``batch_size`` images. ``describe() -> dict``: the provenance written to each
     sample's meta. The constructor checks the folder and the imports (no weights are read);
     the model is loaded on the first call.
+``CAPTIONERS`` / ``make_captioner(name, model_dir, **options)``
+    The registry of captioners (``stages.registry.Registry``): "blip2" -> ``Blip2Captioner``.
 
 Frames and the merge rule: ``frames`` names the frames to caption, each ``"first"``,
 ``"mid"`` (index ``(L - 1) // 2``), ``"last"`` or an integer index (negative counts from
@@ -58,11 +60,16 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from .devices import resolve_device
+from .registry import Registry
+
 __all__ = [
     "CAPTION_SOURCES",
     "CAPTION_INSTALL_HELP",
     "CAPTION_MODEL_HELP",
     "Blip2Captioner",
+    "CAPTIONERS",
+    "make_captioner",
     "check_caption_settings",
     "check_model_dir",
     "choose_caption",
@@ -272,16 +279,10 @@ class Blip2Captioner:
         return weights
 
     # ---- model
-    def _resolve_device(self):
+    def _device_and_dtype(self):
+        """(torch device, torch dtype, dtype name) of the model under the settings."""
         torch, _ = import_backend()
-        d = "auto" if self.device_name in ("", "auto") else self.device_name
-        if d == "auto":
-            dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        else:
-            dev = torch.device(d)
-            if dev.type == "cuda" and not torch.cuda.is_available():
-                raise ValueError(f"captions.device {d!r} requested but CUDA is not available "
-                                 "(use device 'cpu' or 'auto')")
+        dev = resolve_device(self.device_name, what="captions.device", fix="device 'cpu' or 'auto'")
         name = self.dtype_name
         if name == "auto":
             name = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if dev.type == "cuda" else "fp32"
@@ -296,7 +297,7 @@ class Blip2Captioner:
         torch, _ = import_backend()
         from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
-        dev, dtype, self._precision = self._resolve_device()
+        dev, dtype, self._precision = self._device_and_dtype()
         path = str(self.model_dir)
         try:
             with _offline():
@@ -369,3 +370,14 @@ class Blip2Captioner:
 
     def caption(self, clip: np.ndarray) -> str:
         return self.caption_many([clip])[0]
+
+
+# name -> captioner class (``model_dir, device=..., batch_size=..., ...``); ``captions.source``
+# "blip2" (and "auto" with a model folder) uses "blip2". A plugin adds one with
+# ``CAPTIONERS.register(name, factory)``.
+CAPTIONERS = Registry("captioner", {"blip2": Blip2Captioner})
+
+
+def make_captioner(name: str, model_dir: str | os.PathLike[str], **options: Any):
+    """``CAPTIONERS.create(name, model_dir=model_dir, **options)``."""
+    return CAPTIONERS.create(name, model_dir=model_dir, **options)

@@ -81,7 +81,7 @@ class ClipProcessor:
     @property
     def flow_backend(self):
         if self._flow is None:
-            from stages.flow import make_flow_backend
+            from stages.flow.base import make_flow_backend
 
             f = self.cfg.flow
             opts = {k: v for k, v in dict(checkpoint=f.checkpoint, source=f.source, device=f.device,
@@ -114,7 +114,8 @@ class ClipProcessor:
             except ImportError:
                 self._entities = False
             else:
-                self._entities = make_entity_stage(self.cfg.entities, self.profile, self) or False
+                self._entities = make_entity_stage(self.cfg.entities, self.profile,
+                                                   lambda: self.flow_backend) or False
         return self._entities or None
 
     # ---- stages
@@ -236,7 +237,7 @@ class ClipProcessor:
         ``--min-trackable`` filter. The backward flow it computes for the reliability checks
         stays in ``backward_flow`` (with ``backward_flow_backend``, the backend's describe())
         so the entity stage reuses it instead of computing it again."""
-        from stages.flow import make_backward_backend
+        from stages.flow.base import make_backward_backend
         from stages.trajectories import compute_anchors, trackability
 
         t = self.cfg.trajectories

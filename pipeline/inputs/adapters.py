@@ -74,18 +74,16 @@ from pipeline.inputs.listing import (
     safe_relpath,
     unique_clip_ids,
 )
+from stages.registry import Registry
 
 
 Adapter = Callable[..., "list[dict[str, Any]] | dict[str, Any]"]
-ADAPTERS: dict[str, Adapter] = {}
+ADAPTERS = Registry("dataset")   # name -> Adapter (stages.registry.Registry)
 
 
 def register_adapter(name: str, fn: Adapter | None = None):
-    """``register_adapter("x", fn)`` or ``@register_adapter("x")``."""
-    if fn is not None:
-        ADAPTERS[name] = fn
-        return fn
-    return lambda f: register_adapter(name, f)
+    """``register_adapter("x", fn)`` or ``@register_adapter("x")`` (``ADAPTERS.register``)."""
+    return ADAPTERS.register(name, fn)
 
 
 # --------------------------------------------------------------------------- webvid

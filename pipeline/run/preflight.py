@@ -8,7 +8,7 @@ still mark its shard done. ``preflight(cfg, out_dir)`` finds it first and raises
 
 What is built, through the same factories the workers use:
 
-* the flow backend (``stages.flow.make_flow_backend_from(cfg.flow)``): DIS preset, torch
+* the flow backend (``stages.flow.base.make_flow_backend_from(cfg.flow)``): DIS preset, torch
   weights file, UniMatch source; unless the run stops at ``decode``;
 * for the entity stage (``stages.entities.EntityStage``, unless entities are off or the run
   stops before them): each mask source the configuration can use
@@ -28,7 +28,6 @@ A new backend (a captioner) is one more ``_check_*`` function and one line in
 import dataclasses
 import os
 import time
-import types
 import uuid
 from typing import Any, Callable
 
@@ -157,7 +156,7 @@ def _entity_stage_cfg(cfg, stage: str):
 
 
 def _check_flow(cfg, device: str | None):
-    from stages.flow import make_flow_backend_from
+    from stages.flow.base import make_flow_backend_from
 
     f = cfg.flow
     if f.backend in ("raft", "unimatch"):
@@ -174,7 +173,7 @@ _MASK_FIX = {
     "gt": "check entities.void_ids and entities.stuff_max_id",
     "sam": "check --sam-checkpoint and --sam-model (the checkpoint must fit the model type), "
            "or choose --masks motion",
-    "motion": "check entities.motion (stages.masks.segment_motion parameters)",
+    "motion": "check entities.motion (stages.entities.masks_motion.segment_motion parameters)",
 }
 
 
@@ -184,7 +183,7 @@ def _check_entities(cfg, flow_backend, device: str | None) -> dict[str, str]:
     ent = cfg.entities
     if device is not None:
         ent = dataclasses.replace(ent, device=device)
-    stage = EntityStage(ent, cfg.get_profile(), types.SimpleNamespace(flow_backend=flow_backend))
+    stage = EntityStage(ent, cfg.get_profile(), lambda: flow_backend)
     out, needs_back = {}, False
     for name in stage.mask_source_names():
         src = _build(f"the {name!r} mask source", _MASK_FIX.get(name, "check entities.masks"),

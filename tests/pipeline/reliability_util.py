@@ -31,7 +31,8 @@ import time
 
 import numpy as np
 
-from stages.flow import DISFlow, register_flow_backend
+from stages.flow.base import register_flow_backend
+from stages.flow.cpu import DISFlow
 
 
 def _uniform(frames, rgb):

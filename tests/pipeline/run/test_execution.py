@@ -61,7 +61,7 @@ def model_files(tmp_path_factory):
     pytest.importorskip("segment_anything")
     from torchvision.models.optical_flow import raft_small
 
-    from stages.masks import build_sam_model
+    from stages.entities.masks_sam import build_sam_model
 
     d = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)
@@ -121,7 +121,7 @@ def test_batched_flow_differs_from_per_clip_only_by_float_noise(model_files):
     float reassociation across batch sizes moves a handful of values by one stored step."""
     from pipeline.testdata.synthetic import disc, render_scene
     from schemas.sample import dequantize_flow
-    from stages.flow import make_flow_backend
+    from stages.flow.base import make_flow_backend
 
     raft = make_flow_backend("raft", checkpoint=model_files[0], device="cpu", batch_size=2)
     clips = [render_scene(160, 96, 4, [disc((60 + 10 * i, 50), 20, velocity=(1.5, -0.5))], seed=i).frames

@@ -110,7 +110,7 @@ def test_sam_checkpoint_missing_and_real(tmp_path):
     assert "--sam-checkpoint" in str(e.value) and "--masks motion" in str(e.value)
 
     torch = pytest.importorskip("torch")
-    from stages.masks import build_sam_model
+    from stages.entities.masks_sam import build_sam_model
 
     torch.manual_seed(0)
     path = str(tmp_path / "tiny_sam.pth")

@@ -20,7 +20,8 @@ import reliability_util as ru  # noqa: E402 (tests/pipeline/conftest.py puts thi
 FLAKY_PLUGIN = '''
 import os
 
-from stages.flow import DISFlow, register_flow_backend
+from stages.flow.base import register_flow_backend
+from stages.flow.cpu import DISFlow
 
 
 class FlakyFlow(DISFlow):

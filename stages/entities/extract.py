@@ -2,10 +2,13 @@
 
 Public API
 ----------
-``make_entity_stage(cfg, profile, processor) -> EntityStage | None``
-    Called once per worker by ``pipeline.clip.processor.ClipProcessor``; None when entities are
-    disabled (``cfg.enabled`` false or ``cfg.masks == "none"``).
-``EntityStage(cfg, profile, processor)``
+``make_entity_stage(cfg, profile, main_flow) -> EntityStage | None``
+    Called once per worker by ``pipeline.clip.processor.ClipProcessor``; None when entities
+    are disabled (``cfg.enabled`` false or ``cfg.masks == "none"``).
+``EntityStage(cfg, profile=None, main_flow=None)``
+    ``main_flow``: a callable with no argument returning the run's main flow backend (the
+    caller's, created on first call), which ``entities.backward_flow`` "auto" and "same"
+    need (``stages.flow.base.make_backward_backend``); None: no main backend (auto -> DIS).
     ``stage(state, row) -> state``: sets ``entity_ids`` (K,) int32, ``entity_mask`` (H, W)
     uint16, ``entity_radii`` (K,) float32, ``entity_tracks`` (K, L, 2) float32,
     ``entity_visibility`` (K, L) bool and ``meta["entities"]``. Mask sources and the tracker
@@ -15,16 +18,21 @@ Public API
 ``choose_mask_source(requested, row, sam_checkpoint) -> (name, reason)``
     The ``auto`` rule: ``gt`` when the manifest row has masks, else ``sam`` when a SAM
     checkpoint is configured, else ``motion``.
+``mask_choices()`` / ``tracker_choices()``
+    The valid ``entities.masks`` (auto, the registered mask sources, none) and
+    ``entities.tracker`` values, read from the registries (``MASK_SOURCES``, ``TRACKERS``)
+    at each call, so that plugin-registered names count.
 
 Per clip (docs/entities.md has the rules and thresholds):
-1. the mask source gives candidate ids on frame 0 (``stages.masks``);
+1. the mask source gives candidate ids on frame 0 (``stages.entities.masks``; a plugin's
+   source is created with no option);
 2. candidates under ``min_area`` pixels are dropped (``dropped_small_area``);
-3. incircle per candidate (``stages.incircle``); radius < ``min_radius`` -> dropped
+3. incircle per candidate (``stages.entities.incircle``); radius < ``min_radius`` -> dropped
    (``dropped_small``);
 4. ids: the dataset's ids when every kept id fits in 1..65535 (gt), else 1..K in candidate
    order (``meta.entities.source_ids`` keeps the original ids); ``entity_mask`` holds the
    ids of the kept entities, 0 elsewhere;
-5. the tracker follows the centers through the clip (``stages.tracking``).
+5. the tracker follows the centers through the clip (``stages.entities.tracking``).
 
 Everything used comes from the clip state (frames, flow, meta geometry) and the manifest
 row, so the stage gives the same result on a shard resumed from a stage cache.
@@ -35,16 +43,25 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import ClipError
+from ..errors import ClipError
+from ..flow.base import FlowBackend, make_backward_backend
 from .incircle import incircles
-from .masks import NO_ENTITY, MaskSource, make_mask_source
-from .tracking import CenterTracker, make_tracker
+from .masks import MASK_SOURCES, NO_ENTITY, MaskSource, make_mask_source
+from .tracking import TRACKERS, CenterTracker, make_tracker
 
-__all__ = ["make_entity_stage", "EntityStage", "choose_mask_source", "MASK_CHOICES", "TRACKER_CHOICES"]
+__all__ = ["make_entity_stage", "EntityStage", "choose_mask_source", "mask_choices", "tracker_choices"]
 
-MASK_CHOICES = ("auto", "gt", "sam", "motion", "none")
-TRACKER_CHOICES = ("flow", "cotracker")
 UINT16_MAX = 65535
+
+
+def mask_choices() -> tuple[str, ...]:
+    """The valid ``entities.masks``: auto, the registered mask sources (``MASK_SOURCES``), none."""
+    return ("auto", *MASK_SOURCES.choices(), "none")
+
+
+def tracker_choices() -> tuple[str, ...]:
+    """The valid ``entities.tracker``: the registered trackers (``TRACKERS``)."""
+    return TRACKERS.choices()
 
 
 def choose_mask_source(requested: str, row: dict, sam_checkpoint: str | None) -> tuple[str, str]:
@@ -63,14 +80,14 @@ def choose_mask_source(requested: str, row: dict, sam_checkpoint: str | None) ->
 class EntityStage:
     """The per-worker entity stage (see the module docstring)."""
 
-    def __init__(self, cfg, profile=None, processor=None):
+    def __init__(self, cfg, profile=None, main_flow: Callable[[], FlowBackend | None] | None = None):
         masks = str(cfg.masks).lower()
         tracker = str(cfg.tracker).lower()
-        if masks not in MASK_CHOICES:
-            raise ValueError(f"unknown --masks {cfg.masks!r}; choose one of {', '.join(MASK_CHOICES)}")
-        if tracker not in TRACKER_CHOICES:
-            raise ValueError(f"unknown --tracker {cfg.tracker!r}; choose one of {', '.join(TRACKER_CHOICES)}")
-        self.cfg, self.profile, self.processor = cfg, profile, processor
+        if masks not in mask_choices():
+            raise ValueError(f"unknown --masks {cfg.masks!r}; choose one of {', '.join(mask_choices())}")
+        if tracker not in tracker_choices():
+            raise ValueError(f"unknown --tracker {cfg.tracker!r}; choose one of {', '.join(tracker_choices())}")
+        self.cfg, self.profile, self.main_flow = cfg, profile, main_flow
         self.requested, self.tracker_name = masks, tracker
         self._sources: dict[str, MaskSource | Exception] = {}
         self._tracker: CenterTracker | Exception | None = None
@@ -97,8 +114,10 @@ class EntityStage:
                     batch = sam.pop("batch_size", None)
                     src = make_mask_source("sam", model_type=c.sam_model, checkpoint=c.sam_checkpoint,
                                            device=c.device, batch_size=batch, params=sam)
-                else:
+                elif name == "motion":
                     src = make_mask_source("motion", **dict(getattr(c, "motion", None) or {}))
+                else:  # a plugin's mask source (MASK_SOURCES.register): no option
+                    src = make_mask_source(name)
             except (ClipError, ValueError) as e:
                 src = e
             self._sources[name] = src
@@ -127,9 +146,7 @@ class EntityStage:
         cost; coarser presets (fast, ultrafast) make the check reject good steps
         (docs/performance.md)."""
         if self._backward is None:
-            from .flow import make_backward_backend
-
-            main = self.processor.flow_backend if self.processor is not None else None
+            main = self.main_flow() if self.main_flow is not None else None
             self._backward = make_backward_backend(getattr(self.cfg, "backward_flow", "auto"), main)
         return self._backward
 
@@ -277,8 +294,10 @@ class EntityStage:
         return state
 
 
-def make_entity_stage(cfg, profile=None, processor=None) -> Callable[[dict, dict], dict] | None:
-    """The entity stage for ``cfg`` (an ``EntityConfig``), or None when disabled."""
+def make_entity_stage(cfg, profile=None, main_flow: Callable[[], FlowBackend | None] | None = None
+                      ) -> Callable[[dict, dict], dict] | None:
+    """The entity stage for ``cfg`` (an ``EntityConfig``), or None when disabled;
+    ``main_flow`` as for ``EntityStage``."""
     if not getattr(cfg, "enabled", True) or str(cfg.masks).lower() == "none":
         return None
-    return EntityStage(cfg, profile, processor)
+    return EntityStage(cfg, profile, main_flow)

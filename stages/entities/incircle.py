@@ -17,7 +17,7 @@ Rules (docs/entities.md)
 * Radius: the maximum of that distance (float, px). A disc of this radius around the
   center contains no pixel center outside the mask (its interior is free of background). For
   a rasterised disc of radius r it is r plus at most ~0.5 px; for an axis-aligned w x h
-  rectangle it is min(w, h) / 2 (see tests/stages/test_entities.py for measured values).
+  rectangle it is min(w, h) / 2 (see tests/stages/entities/test_extract.py for measured values).
 * Center, with the tie rule: the pixels where the distance equals its maximum (exactly:
   the values are square roots of integers, computed identically) form the plateau. Take
   the 8-connected component of the plateau that contains the first maximum in row-major

@@ -1,8 +1,9 @@
 """Model flow backends on torch: RAFT (torchvision) and UniMatch/GMFlow (from its source).
 
-Both implement ``stages.flow.FlowBackend`` and are registered in ``FLOW_BACKENDS`` as
-"raft" and "unimatch" (lazily: ``stages.flow`` imports this module, and torch, only when
-one of them is created). Created by the worker with::
+Both implement ``stages.flow.base.FlowBackend`` and are registered in ``FLOW_BACKENDS`` as
+"raft" and "unimatch" (lazily: ``stages.flow.base`` imports this module, and torch, only
+when one of them is created); the device comes from ``stages.devices.resolve_device``.
+Created by the worker with::
 
     make_flow_backend("raft", preset=..., checkpoint=PATH, device="auto", batch_size=8)
     make_flow_backend("unimatch", preset=..., checkpoint=PATH, source=UNIMATCH_DIR, ...)
@@ -27,7 +28,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .flow import GENERIC_OPTIONS, FlowBackend, _check_frames, check_pairs
+from ..devices import resolve_device
+from .base import GENERIC_OPTIONS, FlowBackend, check_frames, check_pairs
 
 __all__ = [
     "PRECISIONS",
@@ -35,7 +37,6 @@ __all__ = [
     "RAFTFlow",
     "UniMatchFlow",
     "load_state_dict",
-    "resolve_device",
     "make_raft",
     "make_unimatch",
     "RAFT_WEIGHTS_HELP",
@@ -88,18 +89,6 @@ def _torch():
     return torch
 
 
-def resolve_device(device: str | None = "auto"):
-    """``"auto"`` -> cuda if available else cpu; otherwise ``torch.device(device)`` (checked)."""
-    torch = _torch()
-    d = "auto" if device in (None, "") else str(device)
-    if d == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(d)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {d!r} requested but CUDA is not available (use device='cpu' or 'auto')")
-    return dev
-
-
 def _file_digest(path: str, n: int = 12) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -146,7 +135,7 @@ class TorchFlowBackend(FlowBackend):
     min_size = 0
 
     def __init__(self, device: str | None = "auto", batch_size: int | None = 8, precision: str = "fp32"):
-        torch = _torch()
+        torch = _torch()  # first: the install hint when torch is missing
         self.device = resolve_device(device)
         bs = 8 if batch_size is None else int(batch_size)
         if bs < 1:
@@ -222,7 +211,7 @@ class TorchFlowBackend(FlowBackend):
         return self.forward_many([frames])[0]
 
     def backward(self, frames: np.ndarray) -> np.ndarray:
-        frames = _check_frames(frames)
+        frames = check_frames(frames)
         torch = _torch()
         with torch.inference_mode():
             dev = self._upload(frames)
@@ -231,7 +220,7 @@ class TorchFlowBackend(FlowBackend):
 
     def forward_many(self, clips: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Forward flow of each clip (all the same frame size), pairs batched across clips."""
-        clips = [_check_frames(c) for c in clips]
+        clips = [check_frames(c) for c in clips]
         if not clips:
             return []
         shapes = {c.shape[1:] for c in clips}

@@ -11,10 +11,10 @@ from pipeline.config import EntityConfig
 from pipeline.testdata.synthetic import disc, rect, render_scene
 from schemas.sample import decode_jpeg, dequantize_flow, encode_jpeg
 from stages.entities import EntityStage
+from stages.entities.incircle import incircles
 from stages.errors import ClipError
-from stages.flow import make_flow_backend
-from stages.incircle import incircles
-from stages.tracking import (
+from stages.flow.base import make_flow_backend
+from stages.entities.tracking import (
     COTRACKER_INSTALL_HINT, CoTrackerTracker, FlowTracker, cotracker_inputs, cotracker_outputs, make_tracker,
 )
 

@@ -37,7 +37,7 @@ min_mask_region_area=0, crop_n_layers=0, encoder_batch=4, precision="fp32", **ig
 ``upsample_logits(low, img_size, input_size, orig_size)``
     ``Sam.postprocess_masks`` with the same numbers, skipping the cropped-off rows.
 ``paint_id_map(masks, areas, predicted_iou, stability_score) -> (labels, per_mask)``
-    the overlap rule of ``stages.masks.resolve_overlaps`` on the device (same result).
+    the overlap rule of ``stages.entities.masks_sam.resolve_overlaps`` on the device (same result).
 
 Deliberate differences from SamAutomaticMaskGenerator (also in docs/entities.md)
 -------------------------------------------------------------------------------
@@ -59,7 +59,7 @@ Deliberate differences from SamAutomaticMaskGenerator (also in docs/entities.md)
 * Floating point: the encoder batch and the decoder batch change the shapes of the matrix
   products, so logits may differ from the official generator's by rounding (about 1e-6
   relative in fp32 on CPU). A mask whose score sits on a threshold to that precision, or a
-  logit within rounding of 0, can then differ. tests/stages/test_sam_amg.py measures it.
+  logit within rounding of 0, can then differ. tests/stages/entities/test_sam_amg.py measures it.
 """
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ class AmgMasks:
 
 def paint_id_map(masks, areas: Sequence[int], predicted_iou: Sequence[float],
                  stability_score: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    """``stages.masks.resolve_overlaps`` for a (K, H, W) bool tensor, computed on its device.
+    """``stages.entities.masks_sam.resolve_overlaps`` for a (K, H, W) bool tensor, computed on its device.
 
     A pixel goes to the covering mask painted last, painting in order of decreasing area,
     ties by (predicted IoU, stability score) increasing, then the later record first (so the
@@ -159,7 +159,7 @@ def upsample_logits(low, img_size: int, input_size: tuple[int, int], orig_size: 
     the first r input rows to r * f rows gives the same scale 1 / f, so its rows are the full
     resize's rows while they stay two input rows clear of the cut (r = ceil(ih / f) + 2).
     A landscape frame (576x320 -> 1024x569) skips 44 % of the intermediate. Bit-identical
-    to ``postprocess_masks`` on the CPU (tests/stages/test_sam_amg.py, at ViT and tiny sizes);
+    to ``postprocess_masks`` on the CPU (tests/stages/entities/test_sam_amg.py, at ViT and tiny sizes);
     other cases (a non-integer factor) call the plain two resizes."""
     import torch.nn.functional as F
 

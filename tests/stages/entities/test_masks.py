@@ -10,12 +10,12 @@ from pipeline.testdata.synthetic import disc, random_scene, rect, render_scene, 
 from schemas.sample import decode_jpeg, encode_jpeg
 from stages.decode import clip_rng, decode_frame_folder
 from stages.entities import EntityStage
+from stages.entities.masks import NO_ENTITY
+from stages.entities.masks_gt import GtMaskSource, map_ids_to_profile, read_id_map
+from stages.entities.masks_motion import MotionMaskSource, fb_reliability, segment_motion
+from stages.entities.masks_sam import SamMaskSource, build_sam_model, resolve_overlaps, sam_generator_defaults
 from stages.errors import ClipError
-from stages.flow import make_flow_backend
-from stages.masks import (
-    NO_ENTITY, GtMaskSource, MotionMaskSource, SamMaskSource, build_sam_model, fb_reliability,
-    map_ids_to_profile, read_id_map, resolve_overlaps, sam_generator_defaults, segment_motion,
-)
+from stages.flow.base import make_flow_backend
 
 
 # ------------------------------------------------------------------ ground truth

@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 
 from pipeline.testdata.synthetic import random_scene
-from stages.masks import NO_ENTITY, SamMaskSource, build_sam_model, resolve_overlaps
-from stages.sam_amg import BatchedMaskGenerator, paint_id_map, upsample_logits
+from stages.entities.masks import NO_ENTITY
+from stages.entities.masks_sam import SamMaskSource, build_sam_model, resolve_overlaps
+from stages.entities.sam_amg import BatchedMaskGenerator, paint_id_map, upsample_logits
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("segment_anything")

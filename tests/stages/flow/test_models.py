@@ -14,12 +14,12 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")
 
 from pipeline.testdata.synthetic import disc, render_scene, write_mp4  # noqa: E402
-from stages.flow import FLOW_BACKENDS, FlowBackend, make_flow_backend  # noqa: E402
-from stages.flow_torch import (  # noqa: E402
+from stages.flow.base import FLOW_BACKENDS, FlowBackend, make_flow_backend  # noqa: E402
+from stages.flow.models import (  # noqa: E402
     RAFT_WEIGHTS_HELP, UNIMATCH_HELP, RAFTFlow, UniMatchFlow, load_state_dict,
 )
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ Public API
 ``cotracker_inputs(frames, centers)``   pure input preparation for CoTracker (numpy).
 ``cotracker_outputs(tracks, visibility, height, width)``
                                         pure output conversion to our layout.
-``make_tracker(name, **options)``       ``"flow"`` | ``"cotracker"``.
+``make_tracker(name, **options)``       ``"flow"`` | ``"cotracker"`` (``TRACKERS``, a registry).
 ``COTRACKER_INSTALL_HINT``              the message shown when the package is missing.
 
 Conventions: points are (x, y) float32, x right, y down, profile pixels, pixel centers at
@@ -31,8 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ClipError
-from .trajectories import _inside, bilinear_sample
+from ..devices import resolve_device
+from ..errors import ClipError
+from ..registry import Registry
+from ..trajectories import _inside, bilinear_sample
 
 __all__ = [
     "CenterTracker",
@@ -276,14 +278,6 @@ def cotracker_outputs(tracks: np.ndarray, visibility: np.ndarray, height: int, w
     return out, np.ascontiguousarray(vis & inside & np.isfinite(out).all(-1))
 
 
-def _resolve_device(device: str | None) -> str:
-    import torch
-
-    if device in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(device)
-
-
 class CoTrackerTracker(CenterTracker):
     """CoTracker3 offline on the profile frames, the entity centers as queries at t=0.
 
@@ -309,7 +303,7 @@ class CoTrackerTracker(CenterTracker):
         if not os.path.isfile(checkpoint):
             raise ClipError("backend_unavailable", f"CoTracker checkpoint {checkpoint} does not exist")
         self.checkpoint = str(checkpoint)
-        self.device = _resolve_device(device)
+        self.device = str(resolve_device(device, check=False))
         self.batch_size = max(1, int(batch_size))
         # CoTracker's own builder loads the state dict with map_location="cpu"; we then move it.
         self.model = CoTrackerPredictor(checkpoint=self.checkpoint).to(self.device).eval()
@@ -350,13 +344,13 @@ def _make_cotracker(checkpoint: str | None = None, device: str = "auto", batch_s
     return CoTrackerTracker(checkpoint, device, batch_size)
 
 
-TRACKERS = {"flow": _make_flow, "cotracker": _make_cotracker}
+# name -> factory(fb_threshold=..., checkpoint=..., device=..., **ignored) -> CenterTracker;
+# a plugin adds one with ``TRACKERS.register(name, factory)``.
+TRACKERS = Registry("entity tracker", {"flow": _make_flow, "cotracker": _make_cotracker})
 
 
 def make_tracker(name: str, **options: Any) -> CenterTracker:
-    """The tracker called ``name`` ("flow" | "cotracker"); options: fb_threshold (flow),
-    checkpoint / device / batch_size (cotracker); others are ignored."""
-    key = str(name).lower()
-    if key not in TRACKERS:
-        raise ValueError(f"unknown entity tracker {name!r}; known: {', '.join(TRACKERS)}")
-    return TRACKERS[key](**options)
+    """The tracker called ``name`` ("flow" | "cotracker" | a plugin's, see ``TRACKERS``);
+    options: fb_threshold (flow), checkpoint / device / batch_size (cotracker); others are
+    ignored."""
+    return TRACKERS.create(name, **options)

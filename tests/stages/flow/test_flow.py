@@ -5,9 +5,9 @@ import cv2
 import numpy as np
 import pytest
 
-from stages.flow import (
-    DISFlow, FLOW_BACKENDS, FarnebackFlow, FlowBackend, endpoint_error, make_flow_backend, warp,
-)
+from stages.flow.base import FLOW_BACKENDS, FlowBackend, make_flow_backend
+from stages.flow.cpu import DISFlow, FarnebackFlow
+from stages.flow.ops import endpoint_error, warp
 
 W, H, L = 576, 320, 6
 DX, DY = 2.5, -1.25          # content motion per frame (px)
@@ -213,7 +213,7 @@ def test_make_flow_backend_from_settings_object():
     the generic options that are set; overrides replace options."""
     from types import SimpleNamespace
 
-    from stages.flow import make_flow_backend_from
+    from stages.flow.base import make_flow_backend_from
 
     s = SimpleNamespace(backend="DIS", preset="fast", checkpoint=None, source=None, device="cpu", batch_size=4)
     b = make_flow_backend_from(s)

@@ -6,13 +6,13 @@ import math
 import numpy as np
 import pytest
 
+from pipeline.clip.processor import ClipProcessor
 from pipeline.config import Config, EntityConfig
 from pipeline.testdata.synthetic import disc, rect, render_scene, write_vipseg
-from pipeline.clip.processor import ClipProcessor
 from schemas.sample import decode_jpeg, decode_sample, dequantize_flow, encode_jpeg, encode_sample
 from stages.entities import EntityStage, choose_mask_source, make_entity_stage
+from stages.entities.incircle import incircle, incircles
 from stages.errors import ClipError
-from stages.incircle import incircle, incircles
 
 H, W = 120, 200
 YS, XS = np.mgrid[0:H, 0:W]
@@ -148,7 +148,7 @@ def clip(tmp_path_factory):
 
 def _run(clip, **kw):
     scene, frames, flow, meta, row, proc = clip
-    stage = EntityStage(EntityConfig(**kw), None, proc)
+    stage = EntityStage(EntityConfig(**kw), None, lambda: proc.flow_backend)
     state = {"frames": frames, "flow": flow, "meta": dict(meta), "clip_id": "c"}
     return stage(state, row)
 
@@ -191,7 +191,7 @@ def test_void_background_and_area_rules(clip):
 def test_ids_are_renumbered_when_0_is_an_entity(clip, tmp_path):
     scene, frames, flow, meta, row, proc = clip
     info = write_vipseg(tmp_path, "v", scene, background_id=0)   # background written as 0
-    stage = EntityStage(EntityConfig(void_ids=(), min_radius=1.0), None, proc)
+    stage = EntityStage(EntityConfig(void_ids=(), min_radius=1.0), None, lambda: proc.flow_backend)
     s = stage({"frames": frames, "flow": flow, "meta": dict(meta)}, {**row, "masks": info["panomasks"]})
     e = s["meta"]["entities"]
     assert list(s["entity_ids"]) == [1, 2, 3, 4] and e["source_ids"] == [0, 6100, 6101, 6102]
@@ -201,7 +201,7 @@ def test_ids_are_renumbered_when_0_is_an_entity(clip, tmp_path):
 
 def test_gt_without_masks_is_a_clip_error(clip):
     scene, frames, flow, meta, row, proc = clip
-    stage = EntityStage(EntityConfig(masks="gt"), None, proc)
+    stage = EntityStage(EntityConfig(masks="gt"), None, lambda: proc.flow_backend)
     with pytest.raises(ClipError) as e:
         stage({"frames": frames, "flow": flow, "meta": dict(meta)}, {**row, "masks": None})
     assert e.value.reason == "missing_masks"
@@ -223,9 +223,13 @@ def test_backward_flow_choice(clip):
     """entities.backward_flow: auto (DIS balanced next to a CPU flow backend), same (the flow
     backend), a DIS preset; recorded in meta; an unknown name is a clear error."""
     proc = clip[-1]
+
+    def main():
+        return proc.flow_backend
+
     s = _run(clip, min_radius=4.0)
     assert s["meta"]["entities"]["backward_flow"]["preset"] == "balanced"
-    assert EntityStage(EntityConfig(backward_flow="same"), None, proc).backward_backend() is proc.flow_backend
-    assert EntityStage(EntityConfig(backward_flow="ultrafast"), None, proc).backward_backend().preset == "ultrafast"
+    assert EntityStage(EntityConfig(backward_flow="same"), None, main).backward_backend() is proc.flow_backend
+    assert EntityStage(EntityConfig(backward_flow="ultrafast"), None, main).backward_backend().preset == "ultrafast"
     with pytest.raises(ValueError, match="backward_flow"):
-        EntityStage(EntityConfig(backward_flow="raft"), None, proc).backward_backend()
+        EntityStage(EntityConfig(backward_flow="raft"), None, main).backward_backend()
