@@ -240,6 +240,9 @@ def section(cls):
 
 @section
 class DecodeConfig:
+    """Decoding and frame storage. Used by ``ClipProcessor.decode`` (pipeline/clip/processor.py:
+    stages/decode.py, JPEG encoding) and the decode time limit of pipeline/clip/isolation.py."""
+
     jpeg_quality: Annotated[int, Strict(), Field(ge=1, le=100)] = 95  # frames are stored as JPEG; stages see the decoded JPEG
     max_source_pixels: PosInt = 8192 * 8192  # refuse larger frames (decompression bombs)
     max_source_frames: PosInt = 10_000_000
@@ -248,6 +251,10 @@ class DecodeConfig:
 
 @section
 class FlowConfig:
+    """Dense optical flow. Backends in stages/flow/ (registry ``FLOW_BACKENDS``), built by
+    ``ClipProcessor`` (pipeline/clip/processor.py) and by preflight (pipeline/run/preflight.py);
+    a GPU backend gets its own operator (pipeline/run/groups.py)."""
+
     backend: one_of(_flow_backends) = "dis"        # dis | farneback | raft | unimatch | a plugin's
     preset: one_of(_dis_presets) = "medium"        # DIS preset: ultrafast | fast | balanced | medium
     step: PosFloat = 1.0 / 16.0     # quantisation step of the stored flow (px); max error step/2
@@ -259,6 +266,9 @@ class FlowConfig:
 
 @section
 class TrajectoryConfig:
+    """Anchored trajectories: ``ClipProcessor.trajectories`` (pipeline/clip/processor.py) calls
+    stages/trajectories.py; the loader draws from them (pipeline/train/loader.py)."""
+
     interval: PosInt = 16              # anchor grid interval lambda
     max_trajectories: PosInt = 8       # N of the paper's draw (the loader draws n ~ U[1, N])
     # Anchor reliability (docs/trajectories.md): forward-backward checks with the backward
@@ -274,6 +284,10 @@ class TrajectoryConfig:
 
 @section
 class EntityConfig:
+    """DragEntity entities: stages/entities/ (``EntityStage``; mask sources ``MASK_SOURCES``,
+    trackers ``TRACKERS``), built by ``ClipProcessor`` and preflight; SAM masks and CoTracker
+    tracks get their own operators on a GPU cluster (pipeline/run/groups.py)."""
+
     enabled: Bool = True
     masks: one_of(_mask_choices) = "auto"        # auto | gt | sam | motion | none
     tracker: one_of(_tracker_choices) = "flow"   # flow | cotracker
@@ -300,7 +314,8 @@ class EntityConfig:
 
 @section
 class CaptionConfig:
-    """Where each sample's text comes from (stages/captions.py, docs/captions.md)."""
+    """Where each sample's text comes from: ``ClipProcessor.captions`` (pipeline/clip/processor.py)
+    calls stages/captions.py; a GPU cluster gives it an operator (docs/captions.md)."""
 
     source: one_of(("auto", "dataset", "blip2", "none")) = "auto"
     model: Optional[Str] = None                 # local Hugging Face BLIP-2 folder (never downloaded)
@@ -314,7 +329,8 @@ class CaptionConfig:
 
 @section
 class FilterConfig:
-    """Run-time filters on the per-clip motion statistics (rejects go to the filtered table)."""
+    """Run-time filters on the per-clip motion statistics (rejects go to the filtered table):
+    stages/motion.py ``check_filters``, applied by ``ClipProcessor`` (motion and trajectories steps)."""
 
     min_motion: Optional[NonNegFloat] = None         # min mean flow magnitude (px/frame)
     max_camera_motion: Optional[NonNegFloat] = None  # max camera translation (px/frame) of the fitted global motion
@@ -328,12 +344,18 @@ class FilterConfig:
 
 @section
 class ShardConfig:
+    """Shard membership (``row // samples_per_shard``: pipeline/run/plan.py, runner.py) and tar
+    splitting (pipeline/run/commit.py, ``TarShardWriter`` in pipeline/shards.py)."""
+
     samples_per_shard: PosInt = 100
     max_shard_bytes: Annotated[PosInt, RUNTIME] = 2_000_000_000
 
 
 @section
 class RayConfig:
+    """Execution: pipeline/run/plan.py (cluster, workers), pipeline/run/groups.py (stage groups
+    and their resources), pipeline/run/executors.py (actor pools, retries)."""
+
     RUNTIME_SECTION: ClassVar[bool] = True
 
     address: Optional[Str] = None
