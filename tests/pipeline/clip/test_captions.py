@@ -77,6 +77,23 @@ def test_modes_dataset_blip2_none(videohd, tiny_blip2):
     assert [x.meta["caption"]["source"] for x in s] == ["dataset", "none", "none"]
 
 
+def test_the_captioner_comes_from_the_registry(tiny_blip2):
+    """The processor builds its captioner as ``CAPTIONERS`` entry "blip2" (so a plugin's
+    replacement is used), with the caption settings as options; ``dataset`` builds none."""
+    from stages.captions import CAPTIONERS, Blip2Captioner
+
+    made = []
+    CAPTIONERS.register("blip2", lambda **kw: made.append(kw) or "fake captioner")
+    try:
+        proc = ClipProcessor(_cfg(tiny_blip2, source="blip2", device="cpu", max_new_tokens=4))
+        assert proc.captioner == "fake captioner" and proc.captioner == "fake captioner" and len(made) == 1
+        assert made[0] == {"model_dir": tiny_blip2, "device": "cpu", "batch_size": 8, "prompt": None,
+                           "max_new_tokens": 4, "frames": ("first",), "dtype": "auto"}
+        assert ClipProcessor(_cfg(tiny_blip2, source="dataset")).captioner is None and len(made) == 1
+    finally:
+        CAPTIONERS.register("blip2", Blip2Captioner)
+
+
 def test_missing_model_folder_fails_before_any_clip(tmp_path):
     with pytest.raises(FileNotFoundError, match="caption model folder .* does not exist"):
         ClipProcessor(_cfg(str(tmp_path / "nope")))
