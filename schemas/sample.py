@@ -42,7 +42,7 @@ pretends that visible means reliable.
 from __future__ import annotations
 
 import json
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
 import numpy as np
@@ -169,9 +169,8 @@ class Sample:
     not here: ``pipeline.run.work.ClipWork`` holds it beside the sample.
 
     Fields of stored members are named as ``decode_sample``'s keys (the ``MEMBERS`` table maps
-    each to its member). ``stages/`` functions that still take a clip state dict read and
-    write a ``Sample`` by key (``s["flow"]``, ``s.get(...)``, ``s.update(...)``, ``"x" in s``:
-    a field that is not None); an unknown key is a ``KeyError`` naming the fields.
+    each to its member). Stages read and write it by attribute (``sample.flow``); it has no
+    item access (``as_dict()`` gives ``decode_sample``'s dict).
     """
     key: str | None = None                  # the clip id (the tar key)
     caption: str = ""                       # txt
@@ -194,43 +193,6 @@ class Sample:
     flow_pfz: bytes | None = None               # the flow's pfz1 bytes, kept between operators
     entity_masks: Any = None                    # first-frame masks between the two entity halves
 
-    # keys of the clip state dicts that stages/ still use
-    _ALIASES = {"_entity_masks": "entity_masks"}
-
-    @classmethod
-    def _field(cls, k: str) -> str:
-        name = cls._ALIASES.get(k, k)
-        if name not in _SAMPLE_FIELDS:
-            raise KeyError(f"{k!r} is not a Sample field (fields: {', '.join(sorted(_SAMPLE_FIELDS))})")
-        return name
-
-    def __getitem__(self, k: str) -> Any:
-        return getattr(self, self._field(k))
-
-    def __setitem__(self, k: str, v: Any) -> None:
-        setattr(self, self._field(k), v)
-
-    def __contains__(self, k: str) -> bool:
-        return getattr(self, self._field(k)) is not None
-
-    def get(self, k: str, default: Any = None) -> Any:
-        v = getattr(self, self._field(k))
-        return default if v is None else v
-
-    def pop(self, k: str, *default: Any) -> Any:
-        name = self._field(k)
-        v = getattr(self, name)
-        if v is None:
-            if default:
-                return default[0]
-            raise KeyError(k)
-        setattr(self, name, _DEFAULTS[name]())
-        return v
-
-    def update(self, other: Mapping[str, Any] = (), **kw: Any) -> None:
-        for k, v in {**dict(other), **kw}.items():
-            self[k] = v
-
     def stored(self) -> Iterator[Member]:
         """The members this sample's content fills (what ``encode_sample`` writes)."""
         for m in MEMBERS:
@@ -252,10 +214,6 @@ class Sample:
             if getattr(self, m.arrays[0].field) is not None:
                 out.update({a.field: getattr(self, a.field) for a in m.arrays})
         return out
-
-
-_SAMPLE_FIELDS = frozenset(f.name for f in fields(Sample))
-_DEFAULTS = {f.name: (f.default_factory if f.default is MISSING else (lambda d=f.default: d)) for f in fields(Sample)}
 
 
 # ---------------------------------------------------------------- whole samples

@@ -92,16 +92,18 @@ class ClipProcessor:
 
     @property
     def captioner(self):
-        """The BLIP-2 captioner (stages.captions.Blip2Captioner), or None when the caption
-        source does not use one (``dataset``, ``none``, or ``auto`` without a model folder).
-        Built on first use; its model is loaded when the first clip needs a caption."""
+        """The BLIP-2 captioner (``"blip2"`` of the ``stages.captions.CAPTIONERS`` registry:
+        ``Blip2Captioner``, or what a plugin registered under that name), or None when the
+        caption source does not use one (``dataset``, ``none``, or ``auto`` without a model
+        folder). Built on first use; its model is loaded when the first clip needs a caption."""
         if self._captioner is None:
             c = self.cfg.captions
             if c.model and c.source in ("auto", "blip2"):
-                from stages.captions import Blip2Captioner
+                from stages.captions import make_captioner
 
-                self._captioner = Blip2Captioner(c.model, device=c.device, batch_size=c.batch_size, prompt=c.prompt,
-                                                 max_new_tokens=c.max_new_tokens, frames=c.frames, dtype=c.dtype)
+                self._captioner = make_captioner("blip2", c.model, device=c.device, batch_size=c.batch_size,
+                                                 prompt=c.prompt, max_new_tokens=c.max_new_tokens, frames=c.frames,
+                                                 dtype=c.dtype)
             else:
                 self._captioner = False
         return self._captioner or None

@@ -9,12 +9,16 @@ Public API
     ``main_flow``: a callable with no argument returning the run's main flow backend (the
     caller's, created on first call), which ``entities.backward_flow`` "auto" and "same"
     need (``stages.flow.base.make_backward_backend``); None: no main backend (auto -> DIS).
-    ``stage(state, row) -> state``: sets ``entity_ids`` (K,) int32, ``entity_mask`` (H, W)
-    uint16, ``entity_radii`` (K,) float32, ``entity_tracks`` (K, L, 2) float32,
-    ``entity_visibility`` (K, L) bool and ``meta["entities"]``. Mask sources and the tracker
-    are created on first use and reused for every clip of the worker; ``mask_source(name)``,
-    ``tracker`` and ``backward_backend()`` build them without a clip (the driver's preflight),
-    ``mask_source_names()`` says which mask sources the configuration can use.
+    ``stage(sample, row) -> sample`` (a ``schemas.sample.Sample``; ``row``: the manifest
+    row): sets ``sample.entity_ids`` (K,) int32, ``entity_mask`` (H, W) uint16,
+    ``entity_radii`` (K,) float32, ``entity_tracks`` (K, L, 2) float32, ``entity_visibility``
+    (K, L) bool and ``meta["entities"]``. Two halves: ``masks_step(sample, row)`` (frame-0
+    masks into ``sample.entity_masks``; ``masks_many(samples, rows)`` for several clips) and
+    ``tracks_step(sample, row)`` (the rest; it clears ``entity_masks``). Mask sources and
+    the tracker are created on first use and reused for every clip of the worker;
+    ``mask_source(name)``, ``tracker`` and ``backward_backend()`` build them without a clip
+    (the driver's preflight), ``mask_source_names()`` says which mask sources the
+    configuration can use.
 ``choose_mask_source(requested, row, sam_checkpoint) -> (name, reason)``
     The ``auto`` rule: ``gt`` when the manifest row has masks, else ``sam`` when a SAM
     checkpoint is configured, else ``motion``.
@@ -34,14 +38,17 @@ Per clip (docs/entities.md has the rules and thresholds):
    ids of the kept entities, 0 elsewhere;
 5. the tracker follows the centers through the clip (``stages.entities.tracking``).
 
-Everything used comes from the clip state (frames, flow, meta geometry) and the manifest
-row, so the stage gives the same result on a shard resumed from a stage cache.
+Everything used comes from the sample (``frames``, ``flow``, the meta geometry, and the
+``backward_flow`` of the trajectories step when it came from the same backend) and the
+manifest row, so the stage gives the same result on a shard resumed from a stage cache.
 """
 from __future__ import annotations
 
 from typing import Callable
 
 import numpy as np
+
+from schemas.sample import Sample
 
 from ..errors import ClipError
 from ..flow.base import FlowBackend, make_backward_backend
@@ -150,37 +157,38 @@ class EntityStage:
             self._backward = make_backward_backend(getattr(self.cfg, "backward_flow", "auto"), main)
         return self._backward
 
-    def backward_flow(self, frames: np.ndarray, state: dict | None = None) -> np.ndarray:
-        """The clip's backward flow: the one already in ``state["backward_flow"]`` (the
+    def backward_flow(self, frames: np.ndarray, sample: Sample | None = None) -> np.ndarray:
+        """The clip's backward flow: the one already in ``sample.backward_flow`` (the
         trajectories step computes it for the anchors' reliability) when it came from the same
-        backend (``state["backward_flow_backend"]`` equal to this backend's ``describe()``),
+        backend (``sample.backward_flow_backend`` equal to this backend's ``describe()``),
         else computed here."""
-        if state is not None and state.get("backward_flow") is not None \
-                and state.get("backward_flow_backend") == self.backward_backend().describe():
-            return state["backward_flow"]
+        if sample is not None and sample.backward_flow is not None \
+                and sample.backward_flow_backend == self.backward_backend().describe():
+            return sample.backward_flow
         return self.backward_backend().backward(frames)
 
     # ---- the stage: masks of frame 0, then incircles and tracks (two halves, so that a GPU
     # mask model can run in its own operator over several clips; ``__call__`` = both)
-    def __call__(self, state: dict, row: dict) -> dict:
-        return self.tracks_step(self.masks_step(state, row), row)
+    def __call__(self, sample: Sample, row: dict) -> Sample:
+        return self.tracks_step(self.masks_step(sample, row), row)
 
     def _choose(self, row: dict):
         name, reason = choose_mask_source(self.requested, row or {}, self.cfg.sam_checkpoint)
         return name, reason, self.mask_source(name)
 
-    def masks_step(self, state: dict, row: dict) -> dict:
-        """First-frame candidate masks into ``state["_entity_masks"]`` (for ``tracks_step``)."""
-        frames = np.asarray(state["frames"])
+    def masks_step(self, sample: Sample, row: dict) -> Sample:
+        """First-frame candidate masks into ``sample.entity_masks`` (``(source name, reason,
+        EntityMasks, backward flow or None)``, for ``tracks_step``)."""
+        frames = np.asarray(sample.frames)
         name, reason, source = self._choose(row)
         back = None
         if getattr(source, "needs_backward_flow", False):
-            back = self.backward_flow(frames, state)
-        em = source.masks(frames, state.get("flow"), state["meta"], row or {}, backward_flow=back)
-        state["_entity_masks"] = (name, reason, em, back)
-        return state
+            back = self.backward_flow(frames, sample)
+        em = source.masks(frames, sample.flow, sample.meta, row or {}, backward_flow=back)
+        sample.entity_masks = (name, reason, em, back)
+        return sample
 
-    def masks_many(self, states: list[dict], rows: list[dict]) -> list[dict]:
+    def masks_many(self, samples: list[Sample], rows: list[dict]) -> list[Sample]:
         """``masks_step`` of several clips; a source with ``masks_many`` (SAM) sees all of its
         clips in one call (image embeddings batched across clips)."""
         groups: dict[str, list[int]] = {}
@@ -189,25 +197,26 @@ class EntityStage:
             if hasattr(source, "masks_many") and not getattr(source, "needs_backward_flow", False):
                 groups.setdefault(name, []).append(i)
             else:
-                self.masks_step(states[i], rows[i])
+                self.masks_step(samples[i], rows[i])
         for name, idx in groups.items():
             source = chosen[idx[0]][2]
-            items = [(np.asarray(states[i]["frames"]), states[i].get("flow"), states[i]["meta"], rows[i] or {})
-                     for i in idx]
+            items = [(np.asarray(samples[i].frames), samples[i].flow, samples[i].meta, rows[i] or {}) for i in idx]
             for i, em in zip(idx, source.masks_many(items)):
-                states[i]["_entity_masks"] = (chosen[i][0], chosen[i][1], em, None)
-        return states
+                samples[i].entity_masks = (chosen[i][0], chosen[i][1], em, None)
+        return samples
 
-    def tracks_step(self, state: dict, row: dict) -> dict:
-        """Incircles, ids and tracked centers from the masks of ``masks_step``."""
-        if "_entity_masks" not in state:
-            self.masks_step(state, row)
-        name, reason, em, back = state.pop("_entity_masks")
+    def tracks_step(self, sample: Sample, row: dict) -> Sample:
+        """Incircles, ids and tracked centers from the masks of ``masks_step`` (run here when
+        ``sample.entity_masks`` is None); clears ``sample.entity_masks``."""
+        if sample.entity_masks is None:
+            self.masks_step(sample, row)
+        name, reason, em, back = sample.entity_masks
+        sample.entity_masks = None
         source = self.mask_source(name)
         tracker = self.tracker
-        frames = np.asarray(state["frames"])
-        flow = state.get("flow")
-        meta = state["meta"]
+        frames = np.asarray(sample.frames)
+        flow = sample.flow
+        meta = sample.meta
         c = self.cfg
         id_map, cand = em.id_map, np.asarray(em.ids, np.int64)
         kinds = list(em.kinds) if em.kinds else ["region"] * cand.size
@@ -249,19 +258,17 @@ class EntityStage:
         length = frames.shape[0]
         if kept.size:
             if back is None and tracker.needs_backward_flow:
-                back = self.backward_flow(frames, state)
+                back = self.backward_flow(frames, sample)
             tracks, vis = tracker.track(frames, centers, flow=flow, backward_flow=back,
                                         entity_mask=mask, entity_ids=out_ids, radii=radii)
         else:
             tracks, vis = np.zeros((0, length, 2), np.float32), np.zeros((0, length), bool)
 
-        state.update(
-            entity_ids=out_ids.astype(np.int32),
-            entity_mask=mask,
-            entity_radii=radii.astype(np.float32),
-            entity_tracks=np.asarray(tracks, np.float32),
-            entity_visibility=np.asarray(vis, bool),
-        )
+        sample.entity_ids = out_ids.astype(np.int32)
+        sample.entity_mask = mask
+        sample.entity_radii = radii.astype(np.float32)
+        sample.entity_tracks = np.asarray(tracks, np.float32)
+        sample.entity_visibility = np.asarray(vis, bool)
         sdesc = source.describe()
         tdesc = tracker.describe()
         meta["entities"] = {
@@ -291,11 +298,11 @@ class EntityStage:
             "visible_fraction": round(float(np.asarray(vis).mean()), 4) if kept.size else None,
             "visible_per_frame": [round(float(v), 4) for v in np.asarray(vis).mean(0)] if kept.size else None,
         }
-        return state
+        return sample
 
 
 def make_entity_stage(cfg, profile=None, main_flow: Callable[[], FlowBackend | None] | None = None
-                      ) -> Callable[[dict, dict], dict] | None:
+                      ) -> EntityStage | None:
     """The entity stage for ``cfg`` (an ``EntityConfig``), or None when disabled;
     ``main_flow`` as for ``EntityStage``."""
     if not getattr(cfg, "enabled", True) or str(cfg.masks).lower() == "none":

@@ -82,17 +82,18 @@ def test_round_trip_of_each_member(member):
     assert typed.as_dict().keys() == out.keys()
 
 
-def test_sample_mapping_view_is_closed():
-    s = Sample(key="c1")
-    s["anchor_tracks"] = np.zeros((1, 2, 2), np.float32)
-    assert "anchor_tracks" in s and "flow" not in s and s.get("flow", 3) == 3
-    s["_entity_masks"] = ("sam", None, object(), None)        # the stages' key of a working field
-    assert s.entity_masks is not None and s.pop("_entity_masks")[0] == "sam" and s.entity_masks is None
-    assert s["key"] == "c1"
-    with pytest.raises(KeyError, match="not a Sample field"):
-        s["row"] = {}
-    with pytest.raises(KeyError):
-        s.pop("flow")
+def test_sample_has_no_item_access():
+    """Stages read and write a Sample by attribute; the dict-style layer is gone."""
+    s = Sample(key="c1", flow=np.zeros((1, 2, 2, 2), np.float32))
+    with pytest.raises(TypeError):
+        s["flow"]
+    with pytest.raises(TypeError):
+        s["flow"] = None
+    with pytest.raises(TypeError):
+        "flow" in s
+    for name in ("get", "pop", "update", "keys"):
+        assert not hasattr(s, name), name
+    assert s.as_dict()["flow"] is s.flow and s.entity_masks is None
 
 
 def _wrong_dtype(a):

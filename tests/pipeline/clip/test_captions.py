@@ -63,18 +63,35 @@ def test_modes_dataset_blip2_none(videohd, tiny_blip2):
     rows = _rows(videohd)
     dataset = ClipProcessor(_cfg(tiny_blip2, source="dataset"))
     s = [dataset.run(r, until="captions").sample for r in rows]
-    assert [x["meta"]["caption"]["source"] for x in s] == ["dataset", "none", "none"]
-    assert [x["meta"]["caption_empty"] for x in s] == [False, True, True] and dataset.captioner is None
+    assert [x.meta["caption"]["source"] for x in s] == ["dataset", "none", "none"]
+    assert [x.meta["caption_empty"] for x in s] == [False, True, True] and dataset.captioner is None
     blip2 = ClipProcessor(_cfg(tiny_blip2, source="blip2", device="cpu", max_new_tokens=4, frames=("first", "last")))
     s = [blip2.run(r, until="captions").sample for r in rows]
-    assert [x["meta"]["caption"]["source"] for x in s] == ["blip2"] * 3
-    assert s[0]["meta"]["caption"]["frames"] == [0, 7]
+    assert [x.meta["caption"]["source"] for x in s] == ["blip2"] * 3
+    assert s[0].meta["caption"]["frames"] == [0, 7]
     none = ClipProcessor(_cfg(None, source="none"))
     s = none.run(rows[0], until="captions").sample
-    assert s["caption"] == "" and s["meta"]["caption"]["source"] == "none" and s["meta"]["caption_empty"]
+    assert s.caption == "" and s.meta["caption"]["source"] == "none" and s.meta["caption_empty"]
     auto_no_model = ClipProcessor(_cfg(None))          # today's behaviour: dataset or empty
     s = [auto_no_model.run(r, until="captions").sample for r in rows]
-    assert [x["meta"]["caption"]["source"] for x in s] == ["dataset", "none", "none"]
+    assert [x.meta["caption"]["source"] for x in s] == ["dataset", "none", "none"]
+
+
+def test_the_captioner_comes_from_the_registry(tiny_blip2):
+    """The processor builds its captioner as ``CAPTIONERS`` entry "blip2" (so a plugin's
+    replacement is used), with the caption settings as options; ``dataset`` builds none."""
+    from stages.captions import CAPTIONERS, Blip2Captioner
+
+    made = []
+    CAPTIONERS.register("blip2", lambda **kw: made.append(kw) or "fake captioner")
+    try:
+        proc = ClipProcessor(_cfg(tiny_blip2, source="blip2", device="cpu", max_new_tokens=4))
+        assert proc.captioner == "fake captioner" and proc.captioner == "fake captioner" and len(made) == 1
+        assert made[0] == {"model_dir": tiny_blip2, "device": "cpu", "batch_size": 8, "prompt": None,
+                           "max_new_tokens": 4, "frames": ("first",), "dtype": "auto"}
+        assert ClipProcessor(_cfg(tiny_blip2, source="dataset")).captioner is None and len(made) == 1
+    finally:
+        CAPTIONERS.register("blip2", Blip2Captioner)
 
 
 def test_missing_model_folder_fails_before_any_clip(tmp_path):

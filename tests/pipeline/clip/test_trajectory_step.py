@@ -45,15 +45,15 @@ def test_reliability_meta_and_one_backward_flow_for_anchors_and_entities():
     proc = ClipProcessor(cfg)
     calls = _counting(proc.entity_stage.backward_backend())
     s = proc.trajectories(_state(proc, _scene()))
-    a = s["meta"]["anchors"]
-    assert s["anchor_reliable"].shape == s["anchor_visible"].shape
+    a = s.meta["anchors"]
+    assert s.anchor_reliable.shape == s.anchor_visible.shape
     assert a["reliability"]["step_px"] == 1.0 and a["reliability"]["roundtrip_px"] == 1.5
     assert a["reliability"]["backward_flow"]["preset"] == "balanced"
     assert a["trackability"]["reliable_through"] >= 0.8
     assert len(a["trackability"]["reliable_per_frame"]) == L
     s = proc.entities(s, ROW)
     assert len(calls) == 1, "the entity stage must reuse the trajectories step's backward flow"
-    e = s["meta"]["entities"]
+    e = s.meta["entities"]
     assert e["count"] >= 1 and 0 < e["visible_fraction"] <= 1 and len(e["visible_per_frame"]) == L
 
 
@@ -61,11 +61,11 @@ def test_entities_off_computes_the_backward_flow_in_the_step():
     cfg = Config(profile="dragnuwa-ld", frames=L).replace(**{"entities.enabled": False})
     proc = ClipProcessor(cfg)
     s = proc.trajectories(_state(proc, _scene()))
-    assert s["anchor_reliable"] is not None and s["backward_flow"].shape == s["flow"].shape
+    assert s.anchor_reliable is not None and s.backward_flow.shape == s.flow.shape
     off = ClipProcessor(Config(profile="dragnuwa-ld", frames=L).replace(**{"trajectories.reliability": False}))
     s = off.trajectories(_state(off, _scene()))
-    assert s["anchor_reliable"] is None and s["meta"]["anchors"]["reliability"] is None
-    assert s["meta"]["anchors"]["trackability"]["reliable_through"] is None
+    assert s.anchor_reliable is None and s.meta["anchors"]["reliability"] is None
+    assert s.meta["anchors"]["trackability"]["reliable_through"] is None
 
 
 def test_min_trackable_filters_untrackable_clips():
@@ -76,4 +76,4 @@ def test_min_trackable_filters_untrackable_clips():
     with pytest.raises(ClipFiltered) as e:
         proc.trajectories(_state(proc, noise))
     assert e.value.reason == "low_trackability"
-    assert proc.trajectories(_state(proc, _scene()))["meta"]["anchors"]["trackability"]["reliable_through"] > 0.05
+    assert proc.trajectories(_state(proc, _scene())).meta["anchors"]["trackability"]["reliable_through"] > 0.05

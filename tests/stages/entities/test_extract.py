@@ -9,7 +9,7 @@ import pytest
 from pipeline.clip.processor import ClipProcessor
 from pipeline.config import Config, EntityConfig
 from pipeline.testdata.synthetic import disc, rect, render_scene, write_vipseg
-from schemas.sample import decode_jpeg, decode_sample, dequantize_flow, encode_jpeg, encode_sample
+from schemas.sample import Sample, decode_jpeg, decode_sample, dequantize_flow, encode_jpeg, encode_sample
 from stages.entities import EntityStage, choose_mask_source, make_entity_stage
 from stages.entities.incircle import incircle, incircles
 from stages.errors import ClipError
@@ -131,7 +131,7 @@ SHAPES = [disc((60, 60), 22, velocity=(2.0, 0.5)), rect((140.5, 50.5), (40, 30),
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    """A synthetic VIPSeg clip turned into a stage state exactly as the worker makes it."""
+    """A synthetic VIPSeg clip turned into a sample's content exactly as the worker makes it."""
     root = tmp_path_factory.mktemp("ent")
     scene = render_scene(W, H, 6, SHAPES, background_velocity=(0.5, 0.25), seed=4)
     info = write_vipseg(root, "v", scene)
@@ -149,42 +149,42 @@ def clip(tmp_path_factory):
 def _run(clip, **kw):
     scene, frames, flow, meta, row, proc = clip
     stage = EntityStage(EntityConfig(**kw), None, lambda: proc.flow_backend)
-    state = {"frames": frames, "flow": flow, "meta": dict(meta), "clip_id": "c"}
-    return stage(state, row)
+    return stage(Sample(key="c", frames=frames, flow=flow, meta=dict(meta)), row)
 
 
 def test_stage_outputs_and_meta(clip):
     scene = clip[0]
     s = _run(clip, min_radius=4.0)
-    ids = s["entity_ids"]
+    ids = s.entity_ids
     assert ids.dtype == np.int32 and list(ids) == [1, 6100, 6101]       # background (stuff 1) + 2 things
-    assert s["entity_mask"].dtype == np.uint16 and s["entity_mask"].shape == (H, W)
-    assert set(np.unique(s["entity_mask"])) == {0, 1, 6100, 6101}       # the small disc -> 0
-    assert s["entity_tracks"].shape == (3, 6, 2) and s["entity_tracks"].dtype == np.float32
-    assert s["entity_visibility"].shape == (3, 6) and s["entity_visibility"].dtype == bool
-    assert s["entity_radii"].dtype == np.float32
-    e = s["meta"]["entities"]
+    assert s.entity_mask.dtype == np.uint16 and s.entity_mask.shape == (H, W)
+    assert set(np.unique(s.entity_mask)) == {0, 1, 6100, 6101}       # the small disc -> 0
+    assert s.entity_tracks.shape == (3, 6, 2) and s.entity_tracks.dtype == np.float32
+    assert s.entity_visibility.shape == (3, 6) and s.entity_visibility.dtype == bool
+    assert s.entity_radii.dtype == np.float32
+    e = s.meta["entities"]
     assert (e["mask_source"], e["model"], e["tracker"], e["count"]) == ("gt", None, "flow", 3)
     assert e["mask_source_reason"].startswith("auto") and e["dropped_small"] == 1
     assert e["kinds"] == ["stuff", "thing", "thing"] and e["source_ids"] == [1, 6100, 6101]
     # the things' centers and radii against the analytic shapes
-    np.testing.assert_allclose(s["entity_tracks"][1, 0], scene.centers[0, 0], atol=0.5)
-    np.testing.assert_allclose(s["entity_tracks"][2, 0], scene.centers[0, 1], atol=0.5)
-    assert abs(s["entity_radii"][1] - 22) <= 1 and abs(s["entity_radii"][2] - 15) <= 1
+    np.testing.assert_allclose(s.entity_tracks[1, 0], scene.centers[0, 0], atol=0.5)
+    np.testing.assert_allclose(s.entity_tracks[2, 0], scene.centers[0, 1], atol=0.5)
+    assert abs(s.entity_radii[1] - 22) <= 1 and abs(s.entity_radii[2] - 15) <= 1
     # a sample round trip keeps every entity member
-    members = encode_sample({**s, "caption": "", "frames_jpeg": [encode_jpeg(f, 95) for f in s["frames"]]})
+    s.frames_jpeg = [encode_jpeg(f, 95) for f in s.frames]
+    members = encode_sample(s)
     back = decode_sample(members)
     for k in ("entity_ids", "entity_mask", "entity_radii", "entity_tracks", "entity_visibility"):
-        np.testing.assert_array_equal(back[k], s[k])
+        np.testing.assert_array_equal(back[k], getattr(s, k))
 
 
 def test_void_background_and_area_rules(clip):
     s = _run(clip, keep_background=False, min_radius=1.0)
-    assert list(s["entity_ids"]) == [6100, 6101, 6102]
-    assert s["meta"]["entities"]["dropped"]["background"] == 1
+    assert list(s.entity_ids) == [6100, 6101, 6102]
+    assert s.meta["entities"]["dropped"]["background"] == 1
     s = _run(clip, void_ids=(1,), min_radius=1.0, min_area=200)
-    assert list(s["entity_ids"]) == [6100, 6101]
-    e = s["meta"]["entities"]
+    assert list(s.entity_ids) == [6100, 6101]
+    e = s.meta["entities"]
     assert e["dropped"]["void"] == 1 and e["dropped_small_area"] == 1
 
 
@@ -192,31 +192,31 @@ def test_ids_are_renumbered_when_0_is_an_entity(clip, tmp_path):
     scene, frames, flow, meta, row, proc = clip
     info = write_vipseg(tmp_path, "v", scene, background_id=0)   # background written as 0
     stage = EntityStage(EntityConfig(void_ids=(), min_radius=1.0), None, lambda: proc.flow_backend)
-    s = stage({"frames": frames, "flow": flow, "meta": dict(meta)}, {**row, "masks": info["panomasks"]})
-    e = s["meta"]["entities"]
-    assert list(s["entity_ids"]) == [1, 2, 3, 4] and e["source_ids"] == [0, 6100, 6101, 6102]
+    s = stage(Sample(frames=frames, flow=flow, meta=dict(meta)), {**row, "masks": info["panomasks"]})
+    e = s.meta["entities"]
+    assert list(s.entity_ids) == [1, 2, 3, 4] and e["source_ids"] == [0, 6100, 6101, 6102]
     assert e["ids"].startswith("renumbered")
-    assert (s["entity_mask"] == 1).sum() == (scene.ids[0] == 0).sum()   # 0 -> entity 1 everywhere
+    assert (s.entity_mask == 1).sum() == (scene.ids[0] == 0).sum()   # 0 -> entity 1 everywhere
 
 
 def test_gt_without_masks_is_a_clip_error(clip):
     scene, frames, flow, meta, row, proc = clip
     stage = EntityStage(EntityConfig(masks="gt"), None, lambda: proc.flow_backend)
     with pytest.raises(ClipError) as e:
-        stage({"frames": frames, "flow": flow, "meta": dict(meta)}, {**row, "masks": None})
+        stage(Sample(frames=frames, flow=flow, meta=dict(meta)), {**row, "masks": None})
     assert e.value.reason == "missing_masks"
     with pytest.raises(ClipError) as e:   # a mask folder without this frame's mask
-        stage({"frames": frames, "flow": flow, "meta": {**meta, "source_frame_names": ["99999999.jpg"]}}, row)
+        stage(Sample(frames=frames, flow=flow, meta={**meta, "source_frame_names": ["99999999.jpg"]}), row)
     assert e.value.reason == "missing_masks"
 
 
 def test_motion_source_through_the_stage(clip):
     s = _run(clip, masks="motion", min_radius=4.0)
-    e = s["meta"]["entities"]
+    e = s.meta["entities"]
     assert (e["mask_source"], e["model"]) == ("motion", "motion-seg-v1")
     assert e["count"] >= 2 and set(e["kinds"]) == {"region"}
-    assert list(s["entity_ids"]) == sorted(s["entity_ids"]) and s["entity_ids"].min() >= 1
-    assert set(np.unique(s["entity_mask"])) - {0} == set(s["entity_ids"].tolist())
+    assert list(s.entity_ids) == sorted(s.entity_ids) and s.entity_ids.min() >= 1
+    assert set(np.unique(s.entity_mask)) - {0} == set(s.entity_ids.tolist())
 
 
 def test_backward_flow_choice(clip):
@@ -228,7 +228,7 @@ def test_backward_flow_choice(clip):
         return proc.flow_backend
 
     s = _run(clip, min_radius=4.0)
-    assert s["meta"]["entities"]["backward_flow"]["preset"] == "balanced"
+    assert s.meta["entities"]["backward_flow"]["preset"] == "balanced"
     assert EntityStage(EntityConfig(backward_flow="same"), None, main).backward_backend() is proc.flow_backend
     assert EntityStage(EntityConfig(backward_flow="ultrafast"), None, main).backward_backend().preset == "ultrafast"
     with pytest.raises(ValueError, match="backward_flow"):

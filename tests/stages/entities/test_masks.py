@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.config import EntityConfig
 from pipeline.testdata.synthetic import disc, random_scene, rect, render_scene, write_vipseg
-from schemas.sample import decode_jpeg, encode_jpeg
+from schemas.sample import Sample, decode_jpeg, encode_jpeg
 from stages.decode import clip_rng, decode_frame_folder
 from stages.entities import EntityStage
 from stages.entities.masks import NO_ENTITY
@@ -132,11 +132,11 @@ def test_sam_through_the_entity_stage(tiny_sam):
                        sam=dict(SAM_PARAMS), min_radius=1.0)
     stage = EntityStage(cfg)
     fb = make_flow_backend("dis")
-    s = stage({"frames": frames, "flow": fb.forward(frames), "meta": {}}, {"masks": None})
-    e = s["meta"]["entities"]
+    s = stage(Sample(frames=frames, flow=fb.forward(frames)), {"masks": None})
+    e = s.meta["entities"]
     assert (e["mask_source"], e["model"]) == ("sam", "sam_tiny_test")
     assert e["mask_source_reason"] == "auto: no dataset masks; a SAM checkpoint is configured"
-    assert s["entity_mask"].dtype == np.uint16 and set(np.unique(s["entity_mask"])) - {0} == set(s["entity_ids"].tolist())
+    assert s.entity_mask.dtype == np.uint16 and set(np.unique(s.entity_mask)) - {0} == set(s.entity_ids.tolist())
 
 
 def test_sam_checkpoint_problems(tiny_sam, tmp_path):

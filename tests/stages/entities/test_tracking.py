@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.config import EntityConfig
 from pipeline.testdata.synthetic import disc, rect, render_scene
-from schemas.sample import decode_jpeg, dequantize_flow, encode_jpeg
+from schemas.sample import Sample, decode_jpeg, dequantize_flow, encode_jpeg
 from stages.entities import EntityStage
 from stages.entities.incircle import incircles
 from stages.errors import ClipError
@@ -150,7 +150,7 @@ def test_missing_cotracker_says_how_to_install(tmp_path):
     stage = EntityStage(EntityConfig(tracker="cotracker", masks="motion"))
     for _ in range(2):
         with pytest.raises(ClipError, match="co-tracker"):
-            stage({"frames": frames, "flow": np.zeros((2, 2, 32, 32), np.float32), "meta": {}}, {})
+            stage(Sample(frames=frames, flow=np.zeros((2, 2, 32, 32), np.float32)), {})
 
 
 def test_entity_support_keeps_the_center_off_smeared_flow():

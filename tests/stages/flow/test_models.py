@@ -151,8 +151,8 @@ def test_raft_through_the_worker(tmp_path, raft_small_ckpt):
     proc = ClipProcessor(cfg)
     row = {"clip_id": "c0", "row": 0, "dataset": "t", "source_id": "c0", "source": str(path), "caption": "x"}
     state = proc.flow(proc.decode(row))
-    assert state["flow"].shape == (7, 2, 192, 320) and state["flow"].dtype == np.float32
-    assert state["meta"]["flow"]["backend"] == "raft" and state["meta"]["flow"]["model"] == "raft_small"
+    assert state.flow.shape == (7, 2, 192, 320) and state.flow.dtype == np.float32
+    assert state.meta["flow"]["backend"] == "raft" and state.meta["flow"]["model"] == "raft_small"
 
 
 # ------------------------------------------------------------------------------- UniMatch
