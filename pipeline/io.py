@@ -13,6 +13,7 @@ import posixpath
 import shutil
 import tempfile
 from typing import Iterator
+from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
 
@@ -25,12 +26,36 @@ def _split_query(uri: str) -> tuple[str, str]:
     return base, sep + query
 
 
+_FS: dict[tuple[int, str], pafs.FileSystem] = {}
+
+
 def resolve(uri: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
-    """``(filesystem, path)`` for a local path or URI."""
+    """``(filesystem, path)`` for a local path or URI. A remote filesystem is made once per
+    process and location (scheme, host and query; a forked DataLoader worker makes its own)."""
     uri = os.fspath(uri)
     if not is_uri(uri):
         return pafs.LocalFileSystem(), os.path.abspath(uri)
-    return pafs.FileSystem.from_uri(uri)
+    if uri.startswith("file://"):
+        return pafs.FileSystem.from_uri(uri)
+    key = (os.getpid(), fs_key(uri))
+    fs = _FS.get(key)
+    if fs is None:
+        fs, path = pafs.FileSystem.from_uri(uri)
+        _FS[key] = fs
+        return fs, path
+    return fs, fs_path(uri)
+
+
+def fs_key(uri: str) -> str:
+    """What identifies a remote filesystem (and its client) in a URI: scheme, host, query."""
+    parts = urlsplit(uri)
+    return f"{parts.scheme}://{parts.netloc}?{parts.query}"
+
+
+def fs_path(uri: str) -> str:
+    """The filesystem path of a remote URI (``bucket/key`` on object stores), without its query."""
+    parts = urlsplit(uri)
+    return (parts.netloc + parts.path).rstrip("/") if parts.scheme in ("s3", "gs", "gcs") else parts.path
 
 
 def join(base: str | os.PathLike[str], *parts: str) -> str:
@@ -49,6 +74,8 @@ def join(base: str | os.PathLike[str], *parts: str) -> str:
 
 
 def exists(uri: str | os.PathLike[str]) -> bool:
+    if not is_uri(uri):
+        return os.path.exists(uri)
     fs, path = resolve(uri)
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 
@@ -59,9 +86,20 @@ def is_dir(uri: str | os.PathLike[str]) -> bool:
 
 
 def read_bytes(uri: str | os.PathLike[str]) -> bytes:
+    """The whole file; FileNotFoundError (naming the location without its query) when missing."""
+    if not is_uri(uri):
+        with open(uri, "rb") as f:
+            return f.read()
     fs, path = resolve(uri)
-    with fs.open_input_stream(path) as f:
-        return f.read()
+    try:
+        with fs.open_input_stream(path) as f:
+            return f.read()
+    except OSError:
+        if fs.get_file_info(path).type == pafs.FileType.NotFound:
+            from pipeline.storage import redact
+
+            raise FileNotFoundError(redact(uri)) from None
+        raise
 
 
 def read_text(uri: str | os.PathLike[str], encoding: str = "utf-8", errors: str = "strict") -> str:

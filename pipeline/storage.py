@@ -48,7 +48,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pyarrow.fs as pafs
 
-from pipeline.io import is_uri
+from pipeline.io import exists, fs_key, fs_path, is_uri, read_bytes, resolve  # noqa: F401 (exists: part of this API)
 
 PART_BYTES = 8 << 20          # multipart upload part size (S3's minimum is 5 MiB)
 SPOOL_BYTES = 64 << 20        # fallback uploads: kept in memory up to this, then in a temp file
@@ -92,40 +92,13 @@ def redact_text(text: str) -> str:
 
 
 def _bucket_key(uri: str) -> tuple[str, str]:
-    path = resolve(uri)[1]
+    path = fs_path(uri)
     bucket, _, key = path.partition("/")
     return bucket, key
 
 
 # ---------------------------------------------------------------------------------------------- filesystems
-_FS: dict[tuple[int, str], pafs.FileSystem] = {}
 _S3: dict[tuple[int, str], Any] = {}
-
-
-def _fs_key(uri: str) -> str:
-    parts = urlsplit(uri)
-    return f"{parts.scheme}://{parts.netloc}?{parts.query}"
-
-
-def resolve(uri: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
-    """``(filesystem, path)``; remote filesystems are made once per process and location
-    (a forked DataLoader worker makes its own)."""
-    uri = os.fspath(uri)
-    if not is_remote(uri):
-        return pafs.LocalFileSystem(), root(uri)
-    key = (os.getpid(), _fs_key(uri))
-    fs = _FS.get(key)
-    if fs is None:
-        fs, path = pafs.FileSystem.from_uri(uri)
-        _FS[key] = fs
-        return fs, path
-    return fs, _path_of(uri)
-
-
-def _path_of(uri: str) -> str:
-    """The filesystem path of a URI (``bucket/key`` for object stores)."""
-    parts = urlsplit(uri)
-    return (parts.netloc + parts.path).rstrip("/") if parts.scheme in ("s3", "gs", "gcs") else parts.path
 
 
 def s3_client(uri: str):
@@ -133,7 +106,7 @@ def s3_client(uri: str):
     query, credentials from the environment), or None without boto3 or for another store."""
     if not uri.startswith("s3://") or os.environ.get(_NO_BOTO3) == "1":
         return None
-    key = (os.getpid(), _fs_key(uri))
+    key = (os.getpid(), fs_key(uri))
     if key in _S3:
         return _S3[key]
     try:
@@ -160,13 +133,6 @@ def _client_error_code(e: BaseException) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------- reading
-def exists(uri: str) -> bool:
-    if not is_remote(uri):
-        return os.path.exists(uri)
-    fs, path = resolve(uri)
-    return fs.get_file_info(path).type != pafs.FileType.NotFound
-
-
 def open_input(uri: str) -> BinaryIO:
     """A seekable binary file (``tarfile.open(fileobj=...)``, ``f.seek(offset)``)."""
     if not is_remote(uri):
@@ -181,21 +147,6 @@ def open_stream(uri: str) -> BinaryIO:
         return open(uri, "rb")
     fs, path = resolve(uri)
     return fs.open_input_stream(path)
-
-
-def read_bytes(uri: str) -> bytes:
-    """Raises FileNotFoundError when missing."""
-    if not is_remote(uri):
-        with open(uri, "rb") as f:
-            return f.read()
-    fs, path = resolve(uri)
-    try:
-        with fs.open_input_stream(path) as f:
-            return f.read()
-    except OSError as e:
-        if fs.get_file_info(path).type == pafs.FileType.NotFound:
-            raise FileNotFoundError(redact(uri)) from None
-        raise
 
 
 def read_json(uri: str) -> Any | None:
@@ -310,7 +261,7 @@ def _upload_via_temp(uri: str, src: BinaryIO, tag: str | None) -> None:
     is removed here or by the next run."""
     fs, _ = resolve(uri)
     tmp = _temp_name(uri, tag or f"{os.getpid()}-{os.urandom(3).hex()}")
-    tmp_path, final = _path_of(tmp), _path_of(uri)
+    tmp_path, final = fs_path(tmp), fs_path(uri)
     try:
         with fs.open_output_stream(tmp_path) as out:
             shutil.copyfileobj(src, out, PART_BYTES)
@@ -512,13 +463,8 @@ def _main(argv: list[str]) -> int:
         print("usage: python -m pipeline.storage cat URL   (writes the object to stdout)", file=sys.stderr)
         return 2
     with open_stream(argv[1]) as src:
-        out = sys.stdout.buffer
-        while True:
-            chunk = src.read(1 << 20)
-            if not chunk:
-                break
-            out.write(chunk)
-        out.flush()
+        shutil.copyfileobj(src, sys.stdout.buffer, 1 << 20)
+        sys.stdout.buffer.flush()
     return 0
 
 
