@@ -36,7 +36,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from schemas.sample import (ANCHORS, ENTITIES, FLOW, FRAMES, JSON, KNOWN_MEMBERS, KNOWN_SCHEMA_VERSIONS,  # noqa: F401
+from schemas.sample import (ANCHORS, ENTITIES, FLOW, FRAMES, JSON, KNOWN_SCHEMA_VERSIONS,
                             REQUIRED_MEMBERS, TXT, Array, Member, decode_flow, decode_jpeg, frame_member,
                             is_frame_member, load_npz, member_of)
 
@@ -163,6 +163,16 @@ def _check_points(out: list, member: str, name: str, tracks: np.ndarray, visible
                             f"track {i} frame {t} at ({x[i, t]:.2f}, {y[i, t]:.2f})"))
 
 
+def _check_finite_nonneg(bad: list, member: str, name: str, a: np.ndarray | None) -> None:
+    """``a`` (when present) finite and >= 0: the first rule it breaks is named."""
+    if a is None:
+        return
+    if not np.isfinite(a).all():
+        bad.append((member, f"{name}: {int((~np.isfinite(a)).sum())} non-finite value(s)"))
+    elif (a < 0).any():
+        bad.append((member, f"{name}: {int((a < 0).sum())} negative value(s)"))
+
+
 def check_sample(key: str, members: dict[str, bytes]) -> tuple[list[tuple[str | None, str]], list[tuple[str | None, str]]]:
     """(violations, warnings) of one sample, each ``(member or None, problem)``.
 
@@ -246,11 +256,7 @@ def check_sample(key: str, members: dict[str, bytes]) -> tuple[list[tuple[str | 
     if a is not None:
         m = ANCHORS.name
         tracks, weights, visible = a.get("tracks"), a.get("weights"), a.get("visible")
-        if weights is not None:
-            if not np.isfinite(weights).all():
-                bad.append((m, f"weights: {int((~np.isfinite(weights)).sum())} non-finite value(s)"))
-            elif (weights < 0).any():
-                bad.append((m, f"weights: {int((weights < 0).sum())} negative value(s)"))
+        _check_finite_nonneg(bad, m, "weights", weights)
         if tracks is not None and visible is not None and W is not None:
             _check_points(bad, m, "tracks", tracks, visible.astype(bool), W, H)
         count = (meta.get("anchors") or {}).get("count") if isinstance(meta.get("anchors"), dict) else None
@@ -268,11 +274,7 @@ def check_sample(key: str, members: dict[str, bytes]) -> tuple[list[tuple[str | 
             stray = np.setdiff1d(np.unique(mask), np.append(ids.astype(np.int64), 0))
             if stray.size:
                 bad.append((m, f"mask: values {stray[:8].tolist()} are not entity ids"))
-        if radii is not None:
-            if not np.isfinite(radii).all():
-                bad.append((m, f"radii: {int((~np.isfinite(radii)).sum())} non-finite value(s)"))
-            elif (radii < 0).any():
-                bad.append((m, f"radii: {int((radii < 0).sum())} negative value(s)"))
+        _check_finite_nonneg(bad, m, "radii", radii)
         if tracks is not None and vis is not None and W is not None:
             _check_points(bad, m, "tracks", tracks, vis.astype(bool), W, H)
     elif ENTITIES.name not in members and isinstance(meta.get("entities"), dict) and meta["entities"].get("count"):

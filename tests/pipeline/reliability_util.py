@@ -207,3 +207,27 @@ def assert_no_pickle(out) -> int:
 def cli(args, timeout=600, env=None, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([PY, "-m", "pipeline", "run", *map(str, args)], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})}, **kw)
+
+
+def kill_when(proc: subprocess.Popen, cond, what: str, timeout: float = 300, poll_s: float = 0.01) -> list:
+    """SIGKILL a running driver as soon as ``cond()`` holds (it must not end before); returns
+    the processes it had started (isolation children), so a test can check none outlives it."""
+    import signal
+    import time
+
+    import psutil
+
+    deadline = time.time() + timeout
+    while not cond():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"run ended before '{what}':\n{((err or '') + (out or ''))[-3000:]}")
+        assert time.time() < deadline, f"timed out waiting for '{what}'"
+        time.sleep(poll_s)
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    return children

@@ -7,7 +7,6 @@ a run SIGKILLed mid-way resumes to members identical to an uninterrupted run, wi
 temporary object, staged part, lease or incomplete upload left."""
 import json
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -122,16 +121,6 @@ def test_a_dead_holders_lease_is_taken_over_and_its_workers_fenced(s3):
         assert json.loads(s3.get(b, "run/.run.lock"))["run_id"] == again.run_id
 
 
-def _kill_when(proc, cond, what, timeout=300):
-    deadline = time.time() + timeout
-    while not cond():
-        assert proc.poll() is None, f"run ended before '{what}':\n{proc.communicate()[1][-3000:]}"
-        assert time.time() < deadline, f"timed out waiting for '{what}'"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
-
-
 def _check_visible_state(s3, b, prefix, tmp):
     """What a trainer could see after a kill: every tar under a final name is complete; every
     shard marked done has its tars and status table."""
@@ -161,7 +150,7 @@ def test_sigkill_then_resume_on_s3_equals_an_uninterrupted_run(s3, sample_run, t
     points = [("a clip is staged", lambda: any("/_parts/" in k for k in s3.keys(b))),
               ("a shard is done", lambda: any(k.endswith(".stats.json") for k in s3.keys(b)))]
     for i, (what, cond) in enumerate(points):
-        _kill_when(_cli(args, tmp_path), cond, what)
+        ru.kill_when(_cli(args, tmp_path), cond, what, poll_s=0.05)
         _check_visible_state(s3, b, "killed", tmp_path / f"after-kill-{i}")
     assert "killed/.run.lock" in s3.keys(b)  # a SIGKILLed driver leaves its lease
     # what interrupted writers leave: an upload never completed, a temporary object

@@ -7,9 +7,7 @@ killed driver."""
 import glob
 import json
 import os
-import signal
 import subprocess
-import time
 
 import psutil
 import pytest
@@ -45,23 +43,6 @@ def _start(data, out, cfg_path, executor="local", extra=()):
                             cwd=ru.REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _kill_when(proc, cond, what, timeout=300):
-    """SIGKILL the driver as soon as cond() holds; returns the isolation children it had."""
-    deadline = time.time() + timeout
-    while not cond():
-        assert proc.poll() is None, f"run ended before '{what}':\n{proc.stdout.read()[-3000:]}"
-        assert time.time() < deadline, f"timed out waiting for '{what}'"
-        time.sleep(0.01)
-    try:
-        children = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        children = []
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    proc.stdout.close()
-    return children
-
-
 def _check_visible_state(out):
     """What a reader could see after a kill: every tar under a final name is complete, and
     every shard marked done (stats file) has its tars and status table."""
@@ -91,7 +72,7 @@ def test_sigkill_at_several_points_then_rerun_equals_an_uninterrupted_run(setup)
     ]
     orphans = []
     for what, cond in points:
-        orphans += _kill_when(_start(data, out, cfg_path), cond, what)
+        orphans += ru.kill_when(_start(data, out, cfg_path), cond, what)
         _check_visible_state(out)
     # a stale temporary file like the ones a killed writer leaves
     open(os.path.join(out, ".webvid-dragnuwa-ld-000003.tar.12345-abcdef.tmp"), "wb").write(b"partial")
@@ -141,8 +122,8 @@ def test_sigkill_a_ray_driver_then_rerun(setup):
     Ray cluster) must neither trip over them nor let them commit over its shards."""
     root, data, cfg_path, ref = setup
     out = str(root / "killed_ray")
-    _kill_when(_start(data, out, cfg_path, "ray", ["--workers", "2"]), lambda: len(_stats(out)) >= 1,
-               "a shard is done under Ray", timeout=600)
+    ru.kill_when(_start(data, out, cfg_path, "ray", ["--workers", "2"]), lambda: len(_stats(out)) >= 1,
+                 "a shard is done under Ray", timeout=600)
     _check_visible_state(out)
     final = ru.cli(["--dataset", "webvid", "--data", data, "--out", out, "--config", cfg_path, "--workers", "2"],
                    timeout=900)

@@ -109,28 +109,31 @@ def _flaky_dataset(root):
     return root, plugin
 
 
-def _flaky_cfg(plugin):
-    return Config(plugins=(plugin,), profile="dragnuwa-ld").replace(**{
-        "flow.backend": "flaky", "entities.masks": "none", "shards.samples_per_shard": 2})
-
-
-@pytest.mark.slow
-def test_retry_errors_redoes_a_clip_that_failed_once(tmp_path, monkeypatch):
-    from pipeline.run import run
-
+@pytest.fixture
+def flaky(tmp_path, monkeypatch):
+    """(data, config with the flaky backend, the flag file that makes it fail (present), OUT)."""
     data, plugin = _flaky_dataset(tmp_path / "data")
     flag = tmp_path / "fail-now"
     flag.write_text("x")
     monkeypatch.setenv("FLAKY_FLAG", str(flag))
-    out = str(tmp_path / "o")
-    first = run(_flaky_cfg(plugin), "webvid", data, out, executor="local")
+    cfg = Config(plugins=(plugin,), profile="dragnuwa-ld").replace(**{
+        "flow.backend": "flaky", "entities.masks": "none", "shards.samples_per_shard": 2})
+    return data, cfg, flag, str(tmp_path / "o")
+
+
+@pytest.mark.slow
+def test_retry_errors_redoes_a_clip_that_failed_once(flaky):
+    from pipeline.run import run
+
+    data, cfg, flag, out = flaky
+    first = run(cfg, "webvid", data, out, executor="local")
     assert (first.ok, first.error, first.reasons) == (4, 1, {"internal": 1})
     before = ru.sample_hashes(out)
     shard_of_red = [r for r in ru.status_rows(out) if r["clip_id"].endswith("red")][0]["shard"]
     flag.unlink()  # the backend works again
-    again = run(_flaky_cfg(plugin), "webvid", data, out, executor="local")
+    again = run(cfg, "webvid", data, out, executor="local")
     assert again.ok == 4 and again.skipped_shards == again.shards  # a plain rerun keeps the error
-    fixed = run(_flaky_cfg(plugin), "webvid", data, out, executor="local", retry_errors=("internal",))
+    fixed = run(cfg, "webvid", data, out, executor="local", retry_errors=("internal",))
     assert (fixed.ok, fixed.error, fixed.retried, fixed.computed) == (5, 0, 1, 1)
     after = ru.sample_hashes(out)
     assert {k: v for k, v in after.items() if not k.endswith("red")} == before   # ok samples byte-identical
@@ -142,19 +145,15 @@ def test_retry_errors_redoes_a_clip_that_failed_once(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_the_circuit_breaker_stops_a_run_whose_backend_fails_every_clip(tmp_path, monkeypatch):
+def test_the_circuit_breaker_stops_a_run_whose_backend_fails_every_clip(flaky, monkeypatch):
     from pipeline.run import run
     from pipeline.run.plan import RunStopped
 
-    data, plugin = _flaky_dataset(tmp_path / "data")
-    flag = tmp_path / "fail-now"
-    flag.write_text("x")
-    monkeypatch.setenv("FLAKY_FLAG", str(flag))
+    data, cfg, flag, out = flaky
     monkeypatch.setenv("FLAKY_ALL", "1")
-    out = str(tmp_path / "o")
     with pytest.raises(RunStopped, match="all failed with reason 'internal': RuntimeError: the flaky backend failed"):
-        run(_flaky_cfg(plugin), "webvid", data, out, executor="local")
+        run(cfg, "webvid", data, out, executor="local")
     assert not _outputs(out) and not glob.glob(os.path.join(out, "_parts", "*", "*", "*.part"))
     flag.unlink()
-    res = run(_flaky_cfg(plugin), "webvid", data, out, executor="local")
+    res = run(cfg, "webvid", data, out, executor="local")
     assert res.ok == 5 and res.computed == 5
