@@ -250,21 +250,13 @@ def remove_temp_files(d: str) -> list[str]:
 
 
 def read_stats(path: str) -> dict | None:
-    if storage.is_remote(path):
-        return storage.read_json(path)
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+    """A shard's stats (its done mark), or None when missing or not complete JSON."""
+    return storage.read_json(path)
 
 
 def shard_paths(out_dir: str, prefix: str, shard: int) -> dict[str, str]:
-    base = join(out_dir, shard_name(prefix, shard))
-    if storage.is_remote(base):  # the URI's query stays at the end
-        head, sep, query = base.partition("?")
-        return {"status": head + ".parquet" + sep + query, "stats": head + ".stats.json" + sep + query}
-    return {"status": base + ".parquet", "stats": base + ".stats.json"}
+    name = shard_name(prefix, shard)  # join keeps a URI's query at the end
+    return {"status": join(out_dir, name + ".parquet"), "stats": join(out_dir, name + ".stats.json")}
 
 
 def write_index(out_dir: str, prefix: str, stats_list: list[dict], extra: dict) -> dict:

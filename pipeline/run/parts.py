@@ -17,7 +17,6 @@ import tarfile
 from schemas.status import STATUS_ERROR
 
 from pipeline import storage
-from pipeline.io import join
 from pipeline.run.layout import NON_CLIP_REASONS, RunLayout
 from pipeline.run.work import ClipWork
 
@@ -86,11 +85,6 @@ def remove_parts(layout: RunLayout, shard: int) -> None:
 
 def remove_part_temp_files(layout: RunLayout) -> list[str]:
     """Temporary parts of killed writers (call only while holding the run lock)."""
-    removed = []
-    for shard in staged_shards(layout):
-        d = layout.parts_dir(shard)
-        for n in storage.listdir(d):
-            if n.startswith(".") and n.endswith(".tmp"):
-                if storage.remove(join(d, n)):
-                    removed.append(n)
-    return removed
+    from pipeline.shards import remove_temp_files
+
+    return [n for shard in staged_shards(layout) for n in remove_temp_files(layout.parts_dir(shard))]
