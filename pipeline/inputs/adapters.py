@@ -2,7 +2,7 @@
 
 ``build_manifest(dataset, data, **options)`` returns a pyarrow Table with MANIFEST_SCHEMA,
 one row per listed clip, rows numbered 0..n-1 in a deterministic order. ``data`` is a local
-folder or any URI ``pyarrow.fs`` opens (see ``pipeline.io``). Problems with a single clip
+folder or any URI ``pyarrow.fs`` opens (see ``pipeline.storage``). Problems with a single clip
 never raise and never drop the row: they go into its ``error`` column as
 ``"reason_class: message"`` and the run records the clip as failed. Problems with the whole
 dataset (no CSV, a CSV missing required columns, unknown dataset or option) raise ValueError.
@@ -58,7 +58,7 @@ from typing import Any, Callable
 
 import pyarrow as pa
 
-from pipeline import io
+from pipeline import storage
 from pipeline.inputs.listing import (
     VIDEO_EXTENSIONS,
     DirIndex,
@@ -90,19 +90,19 @@ def register_adapter(name: str, fn: Adapter | None = None):
 def _find_webvid_csv(root: str, csv_opt: str | None) -> str:
     if csv_opt:
         uri = resolve_option_path(root, csv_opt)
-        if not io.exists(uri):
+        if not storage.exists(uri):
             raise ValueError(f"CSV {uri} does not exist")
         return uri
-    default = io.join(root, "webvid.csv")
-    if io.exists(default):
+    default = storage.join(root, "webvid.csv")
+    if storage.exists(default):
         return default
     try:
-        names = io.list_dir(root)
+        names = storage.listdir(root, missing_ok=False)
     except (FileNotFoundError, NotADirectoryError, OSError) as e:
         raise ValueError(f"data root {root} is not a readable folder ({e})") from None
     csvs = [n for n in names if n.lower().endswith(".csv")]
     if len(csvs) == 1:
-        return io.join(root, csvs[0])
+        return storage.join(root, csvs[0])
     if not csvs:
         raise ValueError(f"no webvid.csv or other *.csv at the top of {root} (pass csv=PATH)")
     raise ValueError(f"{root} has no webvid.csv and several CSVs ({', '.join(csvs)}); pass csv=PATH")
@@ -177,7 +177,7 @@ def _read_captions(uri: str) -> list[tuple[str, Any, str | None]]:
             p = (r.get("path") or "").strip()
             entries.append((p, r.get("caption"), None if p else f"{name} line {n}: empty path"))
         return entries
-    text = io.read_text(uri, encoding="utf-8-sig", errors="replace")
+    text = storage.read_text(uri, encoding="utf-8-sig", errors="replace")
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -197,17 +197,17 @@ def _read_captions(uri: str) -> list[tuple[str, Any, str | None]]:
 def videohd_adapter(dataset: str, data: str, *, captions: str | None = None) -> list[dict[str, Any]]:
     """A folder of videos plus a captions file (layout in the module docstring)."""
     root = dataset_root(data)
-    if not io.is_dir(root):
+    if not storage.is_dir(root):
         raise ValueError(f"data root {root} is not a folder")
     if captions:
         cap_uri = resolve_option_path(root, captions)
-        if not io.exists(cap_uri):
+        if not storage.exists(cap_uri):
             raise ValueError(f"captions file {cap_uri} does not exist")
     else:
-        cands = [io.join(root, "captions.jsonl"), io.join(root, "captions.csv")]
-        cap_uri = next((c for c in cands if io.exists(c)), None)
+        cands = [storage.join(root, "captions.jsonl"), storage.join(root, "captions.csv")]
+        cap_uri = next((c for c in cands if storage.exists(c)), None)
 
-    videos = [p for p in io.walk_files(root)
+    videos = [p for p in storage.walk_files(root)
               if posixpath.splitext(p)[1][1:].lower() in VIDEO_EXTENSIONS
               and not any(c.startswith(".") for c in p.split("/"))]
     video_set = set(videos)
@@ -231,7 +231,7 @@ def videohd_adapter(dataset: str, data: str, *, captions: str | None = None) -> 
         seen_at[rel] = n
         if rel in video_set:
             caption_of[rel] = cap
-        elif io.exists(source_uri(root, rel)):  # captioned file with another extension: keep it
+        elif storage.exists(source_uri(root, rel)):  # captioned file with another extension: keep it
             caption_of[rel] = cap
             videos.append(rel)
         else:
@@ -275,7 +275,7 @@ def vipseg_adapter(dataset: str, data: str, *, fps: float | str | None = None, c
     videos not under ``imgs`` are ignored. Local folders only (frames are read with OpenCV).
     """
     root = dataset_root(data)
-    if io.is_uri(root):
+    if storage.is_uri(root):
         raise ValueError("the vipseg adapter reads local folders only (frame folders are decoded with OpenCV)")
     try:
         rate = VIPSEG_DEFAULT_FPS if fps in (None, "") else float(fps)
@@ -291,7 +291,7 @@ def vipseg_adapter(dataset: str, data: str, *, fps: float | str | None = None, c
                     if not n.startswith(".") and os.path.isdir(os.path.join(img_root, n)))
     if captions:
         cap_uri = resolve_option_path(root, captions)
-        if not io.exists(cap_uri):
+        if not storage.exists(cap_uri):
             raise ValueError(f"captions file {cap_uri} does not exist")
     else:
         cap_uri = next((c for c in (os.path.join(root, "captions.jsonl"), os.path.join(root, "captions.csv"))

@@ -11,7 +11,7 @@ import re
 import sys
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from pipeline import io
+from pipeline import storage
 
 
 MAX_DURATION_S = 24 * 3600.0
@@ -182,7 +182,7 @@ class DirIndex:
         parent, _, name = rel.rpartition("/")  # rel is normalised (safe_relpath): no "//"
         if parent not in self._cache:
             try:
-                names = io.list_dir(io.join(self.root, *parent.split("/")) if parent else self.root)
+                names = storage.listdir(storage.join(self.root, *parent.split("/")) if parent else self.root)
             except (FileNotFoundError, NotADirectoryError, OSError):
                 names = []
             self._cache[parent] = frozenset(names)
@@ -191,19 +191,19 @@ class DirIndex:
 
 def dataset_root(data: str | os.PathLike[str]) -> str:
     data = os.fspath(data)
-    if not io.is_uri(data):
+    if not storage.is_uri(data):
         return os.path.abspath(data)
     return data.rstrip("/") if not data.endswith("://") else data
 
 
 def source_uri(root: str, rel: str) -> str:
-    return io.join(root, *rel.split("/"))
+    return storage.join(root, *rel.split("/"))
 
 
 def sourcer(root: str) -> Callable[[str], str]:
     """``source_uri`` bound to ``root``: the same strings, with no per-call URI parsing for a
     local root (a manifest of 10M rows calls it 10M times)."""
-    if io.is_uri(root):
+    if storage.is_uri(root):
         return lambda rel: source_uri(root, rel)
     head = os.path.join(root, "")
     if os.sep == "/":
@@ -213,9 +213,9 @@ def sourcer(root: str) -> Callable[[str], str]:
 
 def resolve_option_path(root: str, path: str) -> str:
     path = os.fspath(path)
-    if io.is_uri(path) or os.path.isabs(path):
+    if storage.is_uri(path) or os.path.isabs(path):
         return path
-    return io.join(root, *re.split(r"[/\\]", path))
+    return storage.join(root, *re.split(r"[/\\]", path))
 
 
 def _csv_records(f) -> tuple[list[str], Iterator[list[str]]]:
@@ -232,7 +232,7 @@ def _csv_records(f) -> tuple[list[str], Iterator[list[str]]]:
 
 def read_csv_rows(uri: str) -> tuple[list[str], list[dict[str, str]]]:
     """The header and one dict per record (a short record gives "" for the missing fields)."""
-    with io.open_text(uri, encoding="utf-8-sig", errors="replace", newline="") as f:
+    with storage.open_text(uri, encoding="utf-8-sig", errors="replace", newline="") as f:
         header, records = _csv_records(f)
         rows = [{h: (rec[i] if i < len(rec) else "") for i, h in enumerate(header)} for rec in records]
     return header, rows
@@ -244,7 +244,7 @@ def read_csv_columns(uri: str, wanted: Sequence[str], convert: Mapping[str, Call
     the same values as ``read_csv_rows`` (a repeated header name: the last column of that
     name), streamed into one list per column, not a dict per record (WebVid-10M's CSV is
     about 2 GB). ``convert[column]`` is applied to each value as it is read."""
-    with io.open_text(uri, encoding="utf-8-sig", errors="replace", newline="") as f:
+    with storage.open_text(uri, encoding="utf-8-sig", errors="replace", newline="") as f:
         header, records = _csv_records(f)
         pos = {h: i for i, h in enumerate(header)}
         cols: dict[str, list[str]] = {c: [] for c in wanted if c in pos}

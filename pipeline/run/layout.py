@@ -9,7 +9,7 @@ OUT/
 ```
 
 ``P`` is ``<dataset>-<profile>``. OUT is a local folder or an object-store URI
-(``pipeline.storage``); paths are joined with ``pipeline.io.join``, which keeps a URI's query. A part is written under a temporary name and renamed when
+(``pipeline.storage``); paths are joined with ``pipeline.storage.join``, which keeps a URI's query. A part is written under a temporary name and renamed when
 complete; a shard is committed from its parts (tar, status table, stats file last) and its
 parts folder is then removed. Nothing under a shard's final name is ever partial.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.io import join
+from pipeline.storage import join
 from pipeline.shards import shard_name, shard_paths
 
 PARTS = "_parts"

@@ -310,7 +310,7 @@ def validate_shard(path: str, report: ValidationReport | None = None) -> Validat
 def validate(url: str | Iterable[str]) -> ValidationReport:
     """Validate every shard at ``url`` (tar, brace pattern, list, or output folder)."""
     from pipeline import storage
-    from pipeline.io import join
+    from pipeline.storage import join
     from pipeline.shards import expand_urls
 
     report = ValidationReport()

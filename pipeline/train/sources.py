@@ -16,17 +16,14 @@ from pipeline import storage
 from pipeline.shards import expand_urls
 from schemas.sample import decode_sample
 
-# URL schemes opened with pyarrow's filesystems (credentials from the environment, options in
-# the URL's query); any other URL goes to webdataset's own opener (files, pipe:, http ...).
-STORE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs")
-
-
 def _open_shards(data: Iterable[dict], handler=wds.reraise_exception) -> Iterator[dict]:
     """webdataset's ``url_opener``, with object-store URLs opened as pyarrow streams."""
     for sample in data:
         url = sample["url"]
         try:
-            if url.partition("://")[0] in STORE_SCHEMES:
+            # object stores and remote file systems through pyarrow (credentials from the
+            # environment, options in the query); files, pipe:, http ... through webdataset
+            if storage.opened_by_pyarrow(url):
                 sample.update(stream=storage.open_stream(url))
             else:
                 sample.update(stream=wds.gopen(url))
@@ -57,7 +54,7 @@ def _decode(raw: dict) -> dict:
 def read_samples(url, shuffle_shards: bool = False):
     """Decoded samples of the shards at ``url`` (see module docstring)."""
     urls = expand_urls(url)
-    if any(u.partition("://")[0] in STORE_SCHEMES for u in urls):
+    if any(storage.opened_by_pyarrow(u) for u in urls):
         stages = [wds.SimpleShardList(urls), wds.split_by_node, wds.split_by_worker]
         if shuffle_shards:
             stages.append(wds.shuffle(100))

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from pipeline import storage
-from pipeline.io import join
+from pipeline.storage import join
 from pipeline.shards import TarShardWriter, expand_urls, remove_temp_files
 
 
@@ -46,7 +46,7 @@ def test_small_and_multipart_writes_appear_whole(s3, monkeypatch):
     b = s3.bucket()
     storage.put_bytes(s3.uri(b, "p/a.json"), b'{"a": 1}')
     assert s3.get(b, "p/a.json") == b'{"a": 1}'
-    monkeypatch.setattr(storage, "PART_BYTES", 5 << 20)  # S3's minimum part size
+    monkeypatch.setattr(storage.writes, "PART_BYTES", 5 << 20)  # S3's minimum part size
     data = os.urandom(11 << 20)
     f = storage.AtomicFile(s3.uri(b, "p/big.tar"), "1-abc")
     for i in range(0, len(data), 1 << 20):
@@ -59,7 +59,7 @@ def test_small_and_multipart_writes_appear_whole(s3, monkeypatch):
 
 def test_an_aborted_or_failed_write_leaves_no_object(s3, monkeypatch):
     b = s3.bucket()
-    monkeypatch.setattr(storage, "PART_BYTES", 5 << 20)
+    monkeypatch.setattr(storage.writes, "PART_BYTES", 5 << 20)
     f = storage.AtomicFile(s3.uri(b, "p/x.tar"))
     f.file.write(os.urandom(6 << 20))
     assert s3.uploads(b) == ["p/x.tar"]

@@ -15,7 +15,7 @@ import pytest
 
 from pipeline import storage
 from pipeline.config import Config
-from pipeline.io import join
+from pipeline.storage import join
 from pipeline.run.lock import ObjectRunLock, RunLocked, RunSuperseded, check_run
 
 import reliability_util as ru  # noqa: E402 (tests/pipeline/conftest.py puts this folder on sys.path)

@@ -56,7 +56,7 @@ def test_make_dataset_streams_from_s3_with_dataloader_workers(s3_run):
 def test_plain_webdataset_reads_them_through_a_pipe_url(s3_run):
     import webdataset as wds
 
-    from pipeline.io import join
+    from pipeline.storage import join
 
     out, _ = s3_run
     url = join(out, f"{PREFIX}-{{000000..{N - 1:06d}}}.tar")

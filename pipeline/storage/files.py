@@ -1,41 +1,34 @@
-"""Storage URIs: a DATA or OUT location is a local path or any URI ``pyarrow.fs`` opens
-(``file://``, ``s3://``, ``gs://``, ``hdfs://`` ...).
-
-Local paths (anything without ``://``) map to :class:`pyarrow.fs.LocalFileSystem` with an
-absolute path. URIs are joined with ``/`` and keep their query string (``s3://b/x?region=..``).
-"""
+"""Reading and listing locations (``pipeline.storage.location``): a local path or any URI
+``pyarrow.fs`` opens. Local paths map to :class:`pyarrow.fs.LocalFileSystem` with an absolute
+path; a remote file system is made once per process and location (scheme, host, query)."""
 from __future__ import annotations
 
 import contextlib
 import io as _stdio
+import json
 import os
 import posixpath
 import shutil
 import tempfile
-from typing import Iterator
-from urllib.parse import urlsplit
+from typing import Any, BinaryIO, Iterator
 
 import pyarrow.fs as pafs
 
-def is_uri(uri: str | os.PathLike[str]) -> bool:
-    return "://" in os.fspath(uri)
+from .location import fs_key, fs_path, is_remote, is_uri, redact, scheme
 
-
-def _split_query(uri: str) -> tuple[str, str]:
-    base, sep, query = uri.partition("?")
-    return base, sep + query
-
+__all__ = ["resolve", "exists", "is_dir", "read_bytes", "read_text", "open_text", "listdir", "walk_files",
+           "local_path", "open_input", "open_stream", "read_json", "read_parquet"]
 
 _FS: dict[tuple[int, str], pafs.FileSystem] = {}
 
 
 def resolve(uri: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
     """``(filesystem, path)`` for a local path or URI. A remote filesystem is made once per
-    process and location (scheme, host and query; a forked DataLoader worker makes its own)."""
+    process and location (a forked DataLoader worker makes its own)."""
     uri = os.fspath(uri)
     if not is_uri(uri):
         return pafs.LocalFileSystem(), os.path.abspath(uri)
-    if uri.startswith("file://"):
+    if scheme(uri) == "file":
         return pafs.FileSystem.from_uri(uri)
     key = (os.getpid(), fs_key(uri))
     fs = _FS.get(key)
@@ -44,33 +37,6 @@ def resolve(uri: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
         _FS[key] = fs
         return fs, path
     return fs, fs_path(uri)
-
-
-def fs_key(uri: str) -> str:
-    """What identifies a remote filesystem (and its client) in a URI: scheme, host, query."""
-    parts = urlsplit(uri)
-    return f"{parts.scheme}://{parts.netloc}?{parts.query}"
-
-
-def fs_path(uri: str) -> str:
-    """The filesystem path of a remote URI (``bucket/key`` on object stores), without its query."""
-    parts = urlsplit(uri)
-    return (parts.netloc + parts.path).rstrip("/") if parts.scheme in ("s3", "gs", "gcs") else parts.path
-
-
-def join(base: str | os.PathLike[str], *parts: str) -> str:
-    """Join path parts onto a local path or a URI (parts use ``/``; empty parts are skipped)."""
-    base = os.fspath(base)
-    parts = tuple(p for p in (os.fspath(p) for p in parts) if p)
-    if not is_uri(base):
-        return os.path.join(base, *parts)
-    head, query = _split_query(base)
-    scheme, _, rest = head.partition("://")
-    rest = rest.rstrip("/")
-    tail = "/".join(p.strip("/") for p in parts if p.strip("/"))
-    if tail:
-        rest = f"{rest}/{tail}" if rest else tail
-    return f"{scheme}://{rest}{query}"
 
 
 def exists(uri: str | os.PathLike[str]) -> bool:
@@ -96,8 +62,6 @@ def read_bytes(uri: str | os.PathLike[str]) -> bytes:
             return f.read()
     except OSError:
         if fs.get_file_info(path).type == pafs.FileType.NotFound:
-            from pipeline.storage import redact
-
             raise FileNotFoundError(redact(uri)) from None
         raise
 
@@ -116,23 +80,32 @@ def open_text(uri: str | os.PathLike[str], encoding: str = "utf-8", errors: str 
         yield _stdio.TextIOWrapper(raw, encoding=encoding, errors=errors, newline=newline)
 
 
-def list_dir(uri: str | os.PathLike[str]) -> list[str]:
-    """Sorted names (files and folders) directly inside a folder. Raises if it is not one."""
+def listdir(uri: str | os.PathLike[str], missing_ok: bool = True) -> list[str]:
+    """Sorted names (files and folders) directly inside a folder. A folder that does not
+    exist gives [] (``missing_ok``) or FileNotFoundError."""
+    uri = os.fspath(uri)
+    if not is_remote(uri) and not is_uri(uri):
+        try:
+            return sorted(os.listdir(uri))
+        except FileNotFoundError:
+            if missing_ok:
+                return []
+            raise
     fs, path = resolve(uri)
-    infos = fs.get_file_info(pafs.FileSelector(path, recursive=False))
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=missing_ok, recursive=False))
     return sorted(posixpath.basename(i.path.rstrip("/")) for i in infos)
 
 
 def walk_files(uri: str | os.PathLike[str]) -> list[str]:
     """Sorted ``/``-separated paths, relative to the folder, of all files below it."""
     fs, path = resolve(uri)
-    root = path.rstrip("/").replace(os.sep, "/")
+    top = path.rstrip("/").replace(os.sep, "/")
     out = []
     for info in fs.get_file_info(pafs.FileSelector(path, recursive=True)):
         if info.type != pafs.FileType.File:
             continue
         p = info.path.replace(os.sep, "/")
-        out.append(p[len(root):].lstrip("/") if p.startswith(root) else p)
+        out.append(p[len(top):].lstrip("/") if p.startswith(top) else p)
     return sorted(out)
 
 
@@ -153,3 +126,37 @@ def local_path(uri: str | os.PathLike[str]) -> Iterator[str]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
+
+
+def open_input(uri: str) -> BinaryIO:
+    """A seekable binary file (``tarfile.open(fileobj=...)``, ``f.seek(offset)``)."""
+    if not is_remote(uri):
+        return open(uri, "rb")
+    fs, path = resolve(uri)
+    return fs.open_input_file(path)
+
+
+def open_stream(uri: str) -> BinaryIO:
+    """A sequential binary stream (a shard read front to back)."""
+    if not is_remote(uri):
+        return open(uri, "rb")
+    fs, path = resolve(uri)
+    return fs.open_input_stream(path)
+
+
+def read_json(uri: str) -> Any | None:
+    """The parsed JSON object, or None when it is missing or not (yet) valid JSON."""
+    try:
+        return json.loads(read_bytes(uri))
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def read_parquet(uri: str, **kw):
+    """``pyarrow.parquet.read_table`` of a local path or URI."""
+    import pyarrow.parquet as pq
+
+    if not is_remote(uri):
+        return pq.read_table(uri, **kw)
+    fs, path = resolve(uri)
+    return pq.read_table(path, filesystem=fs, **kw)

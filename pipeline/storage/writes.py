@@ -1,16 +1,7 @@
-"""Where a run's output lives: a local folder or an object store (``s3://``, ``gs://``; any
-URI ``pyarrow.fs`` opens), behind one small set of functions that the run, the commit and
-the trainers' readers call.
+"""Writing under OUT (a local folder or an object store), atomically.
 
-A location is a string: a local path, or a URI whose query carries pyarrow's options
-(``s3://bucket/run?endpoint_override=127.0.0.1:9000&scheme=http``). Paths under OUT are
-made with ``pipeline.io.join``, which keeps the query, so any process (a Ray worker on
-another node) can open them from the string alone. Credentials come from the standard
-environment (``AWS_ACCESS_KEY_ID`` ..., ``GOOGLE_APPLICATION_CREDENTIALS``), never from
-OUT's string; ``redact`` strips the query wherever a location is shown or recorded.
-
-Local semantics are exactly those the run always had: a file is written under
-``.NAME[.TAG].tmp`` in its folder, fsynced and renamed into place.
+Local semantics: a file is written under ``.NAME[.TAG].tmp`` in its folder, fsynced and
+renamed into place.
 
 On an object store there is no rename, so a write is one complete upload:
 
@@ -26,20 +17,13 @@ On an object store there is no rename, so a write is one complete upload:
 Either way nothing is ever visible under a final name before it is complete. Conditional
 writes (``put_if_absent`` / ``put_if_match``, S3's ``If-None-Match: *`` / ``If-Match``)
 need boto3 and S3; elsewhere they answer None (unsupported), and ``pipeline.run.lock``
-falls back to a best-effort lease.
-
-``python -m pipeline.storage cat URL`` writes an object to stdout (for webdataset's
-``pipe:`` URLs).
-
-Longer than 500 lines because every operation has its local, boto3 and pyarrow-only forms
-side by side, which is where their equal semantics are checked by a reader.
+falls back to a best-effort lease. Credentials come from the standard environment
+(``AWS_ACCESS_KEY_ID`` ..., ``GOOGLE_APPLICATION_CREDENTIALS``), never from OUT's string.
 """
 from __future__ import annotations
 
 import io as _stdio
-import json
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -48,53 +32,15 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pyarrow.fs as pafs
 
-from pipeline.io import exists, fs_key, fs_path, is_uri, read_bytes, resolve  # noqa: F401 (exists: part of this API)
+from .files import read_bytes, resolve
+from .location import FILESYSTEM, bucket_key as _bucket_key, family, fs_key, fs_path, is_remote, scheme, temp_name as _temp_name
+
+__all__ = ["s3_client", "remove", "remove_tree", "makedirs", "put_bytes", "AtomicFile", "put_if_absent",
+           "put_if_match", "stat_object", "abort_uploads", "PART_BYTES", "SPOOL_BYTES"]
 
 PART_BYTES = 8 << 20          # multipart upload part size (S3's minimum is 5 MiB)
 SPOOL_BYTES = 64 << 20        # fallback uploads: kept in memory up to this, then in a temp file
 _NO_BOTO3 = "TRAJSHARDS_NO_BOTO3"   # set to 1 to use the pyarrow-only paths (tests)
-
-
-# ---------------------------------------------------------------------------------------------- names
-def is_remote(uri: str | os.PathLike[str]) -> bool:
-    """A URI that is not a local file (``file://`` counts as local)."""
-    uri = os.fspath(uri)
-    return is_uri(uri) and not uri.startswith("file://")
-
-
-def root(out: str | os.PathLike[str]) -> str:
-    """OUT as the run names it: an absolute local path, else the URI as given."""
-    out = os.fspath(out)
-    if out.startswith("file://"):
-        out = urlsplit(out).path
-    return out if is_remote(out) else os.path.abspath(out)
-
-
-def redact(uri: str | os.PathLike[str]) -> str:
-    """The location without its query (endpoints, options) nor user info: what is shown in
-    messages and recorded in files."""
-    uri = os.fspath(uri)
-    if not is_uri(uri):
-        return uri
-    base = uri.partition("?")[0]
-    scheme, _, rest = base.partition("://")
-    if "@" in rest.partition("/")[0]:
-        rest = rest.split("@", 1)[1]
-    return f"{scheme}://{rest}"
-
-
-_URI_QUERY = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s?'\"]*)\?[^\s'\"]*")
-
-
-def redact_text(text: str) -> str:
-    """``text`` (a command line) with every URI's query removed."""
-    return _URI_QUERY.sub(lambda m: m.group(1), text)
-
-
-def _bucket_key(uri: str) -> tuple[str, str]:
-    path = fs_path(uri)
-    bucket, _, key = path.partition("/")
-    return bucket, key
 
 
 # ---------------------------------------------------------------------------------------------- filesystems
@@ -104,7 +50,7 @@ _S3: dict[tuple[int, str], Any] = {}
 def s3_client(uri: str):
     """A boto3 S3 client for an ``s3://`` location (endpoint, scheme and region from its
     query, credentials from the environment), or None without boto3 or for another store."""
-    if not uri.startswith("s3://") or os.environ.get(_NO_BOTO3) == "1":
+    if scheme(uri) != "s3" or os.environ.get(_NO_BOTO3) == "1":
         return None
     key = (os.getpid(), fs_key(uri))
     if key in _S3:
@@ -130,53 +76,6 @@ def s3_client(uri: str):
 def _client_error_code(e: BaseException) -> str | None:
     resp = getattr(e, "response", None)
     return (resp or {}).get("Error", {}).get("Code") if isinstance(resp, dict) else None
-
-
-# ---------------------------------------------------------------------------------------------- reading
-def open_input(uri: str) -> BinaryIO:
-    """A seekable binary file (``tarfile.open(fileobj=...)``, ``f.seek(offset)``)."""
-    if not is_remote(uri):
-        return open(uri, "rb")
-    fs, path = resolve(uri)
-    return fs.open_input_file(path)
-
-
-def open_stream(uri: str) -> BinaryIO:
-    """A sequential binary stream (a shard read front to back)."""
-    if not is_remote(uri):
-        return open(uri, "rb")
-    fs, path = resolve(uri)
-    return fs.open_input_stream(path)
-
-
-def read_json(uri: str) -> Any | None:
-    """The parsed JSON object, or None when it is missing or not (yet) valid JSON."""
-    try:
-        return json.loads(read_bytes(uri))
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-
-
-def read_parquet(uri: str, **kw):
-    """``pyarrow.parquet.read_table`` of a local path or URI."""
-    import pyarrow.parquet as pq
-
-    if not is_remote(uri):
-        return pq.read_table(uri, **kw)
-    fs, path = resolve(uri)
-    return pq.read_table(path, filesystem=fs, **kw)
-
-
-def listdir(uri: str) -> list[str]:
-    """Names directly inside a folder (files and sub-folders); [] when it does not exist."""
-    if not is_remote(uri):
-        try:
-            return os.listdir(uri)
-        except FileNotFoundError:
-            return []
-    fs, path = resolve(uri)
-    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True, recursive=False))
-    return [i.base_name for i in infos]
 
 
 # ---------------------------------------------------------------------------------------------- removing
@@ -219,20 +118,12 @@ def remove_tree(uri: str) -> None:
 
 
 def makedirs(uri: str) -> None:
-    """Create a local folder (object stores have none to create)."""
+    """Create a folder (local or on a remote file system); object stores have none to create."""
     if not is_remote(uri):
         os.makedirs(uri, exist_ok=True)
-
-
-# ---------------------------------------------------------------------------------------------- writing
-def _temp_name(uri: str, tag: str | None) -> str:
-    """``.NAME[.TAG].tmp`` beside ``uri`` (the run's temporary-file convention)."""
-    if not is_remote(uri):
-        d, name = os.path.split(uri)
-        return os.path.join(d or ".", f".{name}" + (f".{tag}" if tag else "") + ".tmp")
-    base, sep, query = uri.partition("?")
-    d, _, name = base.rpartition("/")
-    return f"{d}/.{name}" + (f".{tag}" if tag else "") + ".tmp" + sep + query
+    elif family(uri) == FILESYSTEM:
+        fs, path = resolve(uri)
+        fs.create_dir(path, recursive=True)
 
 
 def put_bytes(uri: str, data: bytes, tag: str | None = None, fsync: bool = True) -> None:
@@ -454,21 +345,3 @@ def abort_uploads(uri: str) -> int:
             client.abort_multipart_upload(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"])
             n += 1
     return n
-
-
-def _main(argv: list[str]) -> int:
-    import sys
-
-    if len(argv) != 2 or argv[0] != "cat":
-        print("usage: python -m pipeline.storage cat URL   (writes the object to stdout)", file=sys.stderr)
-        return 2
-    with open_stream(argv[1]) as src:
-        shutil.copyfileobj(src, sys.stdout.buffer, 1 << 20)
-        sys.stdout.buffer.flush()
-    return 0
-
-
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(_main(sys.argv[1:]))
