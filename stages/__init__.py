@@ -1,7 +1,8 @@
 """Per-clip computations as plain functions and classes on numpy arrays.
 
-Nothing here imports ``pipeline/`` or Ray (tests/stages/test_layout.py checks it): the clip
-processor calls these modules and passes in what they need. ``registry`` (named factories,
+Nothing here imports ``pipeline/`` or Ray (tests/stages/test_boundaries.py checks it): the
+clip steps (``pipeline/steps/``) read the configuration and call these modules with explicit
+values. ``registry`` (named factories,
 lazy entries) and ``devices`` (``resolve_device``) serve the packages ``flow/`` (dense
 optical flow) and ``entities/`` (masks -> incircles -> tracked centers) and the modules
 ``decode``, ``motion``, ``trajectories``, ``captions`` and ``errors``.

@@ -251,6 +251,8 @@ def _check_frames_spec(frames: Any) -> tuple[str | int, ...]:
 class Blip2Captioner:
     """BLIP-2 captions of clips from a local model folder (see the module docstring)."""
 
+    device_kind = "torch"
+
     def __init__(self, model_dir: str | os.PathLike[str], device: str = "auto", batch_size: int = 8,
                  prompt: str | None = None, max_new_tokens: int = 30,
                  frames: Sequence[str | int] = ("first",), dtype: str = "auto"):

@@ -70,6 +70,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import ClipFiltered
+
 __all__ = [
     "MOVING_PX",
     "CUT_HIST",
@@ -356,19 +358,17 @@ def motion_stats(flow: np.ndarray, frames: np.ndarray) -> dict[str, Any]:
     }
 
 
-def check_filters(stats: dict[str, Any], filters: Any) -> tuple[str, str] | None:
-    """The first run-time filter the clip fails, as ``(reason, message)``, or None.
-
-    ``filters`` is a FilterConfig (``drop_cuts``, ``min_motion``, ``max_camera_motion``).
-    Reasons: ``scene_cut`` (a shot change; flow failures are not cuts), ``low_motion`` (mean |f| below ``min_motion``),
-    ``camera_motion`` (camera ``speed`` above ``max_camera_motion``).
-    """
-    if getattr(filters, "drop_cuts", False) and stats["cut"]["detected"]:
-        return "scene_cut", f"shot change between sampled frames {stats['cut']['pairs']} (--drop-cuts)"
-    lo = getattr(filters, "min_motion", None)
-    if lo is not None and (stats["magnitude"]["mean"] or 0.0) < lo:
-        return "low_motion", f"mean flow magnitude {stats['magnitude']['mean']:.3f} px/frame < --min-motion {lo}"
-    hi = getattr(filters, "max_camera_motion", None)
-    if hi is not None and (stats["camera"]["speed"] or 0.0) > hi:
-        return "camera_motion", f"camera speed {stats['camera']['speed']:.3f} px/frame > --max-camera-motion {hi}"
-    return None
+def check_filters(stats: dict[str, Any], drop_cuts: bool = False, min_motion: float | None = None,
+                  max_camera_motion: float | None = None) -> None:
+    """Raise ``ClipFiltered`` for the first run-time filter the clip fails (None turns a
+    filter off). Reasons: ``scene_cut`` (a shot change; flow failures are not cuts),
+    ``low_motion`` (mean |f| below ``min_motion``), ``camera_motion`` (camera ``speed`` above
+    ``max_camera_motion``)."""
+    if drop_cuts and stats["cut"]["detected"]:
+        raise ClipFiltered("scene_cut", f"shot change between sampled frames {stats['cut']['pairs']} (--drop-cuts)")
+    if min_motion is not None and (stats["magnitude"]["mean"] or 0.0) < min_motion:
+        raise ClipFiltered("low_motion", f"mean flow magnitude {stats['magnitude']['mean']:.3f} px/frame "
+                                         f"< --min-motion {min_motion}")
+    if max_camera_motion is not None and (stats["camera"]["speed"] or 0.0) > max_camera_motion:
+        raise ClipFiltered("camera_motion", f"camera speed {stats['camera']['speed']:.3f} px/frame "
+                                            f"> --max-camera-motion {max_camera_motion}")

@@ -11,7 +11,14 @@ dataset adapters (``pipeline.inputs`` adapters) each keep one.
   ``FLOW_BACKENDS.register("myflow", MyFlow)``.
 * A factory may be a ``"module:attr"`` string: the module is imported on first ``get`` or
   ``create``, so heavy optional packages (torch) are imported only when that entry is chosen.
-* ``choices()`` lists the names in registration order (the order error messages show).
+* ``choices()`` lists the names in registration order (the order error messages show);
+  ``register(name, factory, after=other)`` places a new name right after ``other`` (the clip
+  steps of ``pipeline.steps`` are such an ordered list).
+* ``device_kind(name)``: what the entry runs on, as its factory declares it (a class or
+  function attribute ``device_kind``: ``"cpu"``, the default, or ``"torch"``, a model that
+  wants a GPU operator on a GPU cluster), or as ``register(..., device_kind=...)`` declared
+  it for a factory that cannot carry the attribute (a lambda). The planner places steps by
+  it, never by name.
 * ``get(name)`` returns the factory, ``create(name, **options)`` calls it; an unknown name
   raises ``ValueError`` naming the valid choices.
 * The registry reads as a mapping: ``name in reg``, ``list(reg)``, ``reg[name]`` (the
@@ -34,6 +41,7 @@ class Registry(Mapping[str, Callable[..., Any]]):
     def __init__(self, kind: str, entries: Mapping[str, Callable[..., Any] | str] | None = None):
         self.kind = str(kind)
         self._entries: dict[str, Callable[..., Any] | str] = {}
+        self._kinds: dict[str, str] = {}
         for name, factory in (entries or {}).items():
             self.register(name, factory)
 
@@ -42,12 +50,15 @@ class Registry(Mapping[str, Callable[..., Any]]):
         """The stored form of a name (lower-case)."""
         return str(name).lower()
 
-    def register(self, name: str, factory: Callable[..., Any] | str | None = None):
-        """Add (or replace) ``name``. Without ``factory``: a decorator that registers the
-        decorated class or function and returns it unchanged."""
+    def register(self, name: str, factory: Callable[..., Any] | str | None = None, after: str | None = None,
+                 device_kind: str | None = None):
+        """Add (or replace) ``name``; ``after``: place it right after that entry (else last,
+        or where it was); ``device_kind``: what it runs on, when the factory does not say.
+        Without ``factory``: a decorator that registers the decorated class or function and
+        returns it unchanged."""
         if factory is None:
             def decorate(obj: Callable[..., Any]) -> Callable[..., Any]:
-                self.register(name, obj)
+                self.register(name, obj, after=after, device_kind=device_kind)
                 return obj
 
             return decorate
@@ -57,7 +68,21 @@ class Registry(Mapping[str, Callable[..., Any]]):
         elif not callable(factory):
             raise TypeError(f"{self.kind} {name!r}: the factory must be callable or 'module:attr', "
                             f"got {type(factory).__name__}")
-        self._entries[self.key(name)] = factory
+        key = self.key(name)
+        if device_kind is not None:
+            self._kinds[key] = str(device_kind)
+        else:
+            self._kinds.pop(key, None)
+        if after is None:
+            self._entries[key] = factory
+            return factory
+        anchor = self.key(after)
+        if anchor not in self._entries:
+            raise ValueError(f"cannot place {self.kind} {name!r} after {after!r}; known: {', '.join(self._entries)}")
+        self._entries.pop(key, None)
+        items = list(self._entries.items())
+        at = [k for k, _ in items].index(anchor) + 1
+        self._entries = dict(items[:at] + [(key, factory)] + items[at:])
         return factory
 
     def choices(self) -> tuple[str, ...]:
@@ -76,6 +101,11 @@ class Registry(Mapping[str, Callable[..., Any]]):
             module, _, attr = factory.partition(":")
             factory = getattr(importlib.import_module(module), attr)
         return factory
+
+    def device_kind(self, name: str) -> str:
+        """``"cpu"`` or ``"torch"``, as declared for ``name`` (module docstring; default cpu)."""
+        factory = self.get(name)
+        return self._kinds.get(self.key(name)) or str(getattr(factory, "device_kind", "cpu"))
 
     def create(self, name: str, **options: Any) -> Any:
         """``get(name)(**options)``."""

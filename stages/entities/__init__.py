@@ -1,14 +1,16 @@
 """DragEntity entities of a clip: first-frame masks -> incircles -> tracked centers.
 
-Modules: ``extract`` (``EntityStage``, the per-clip stage, and the ``auto`` mask rule),
-``masks`` (the ``MaskSource`` interface, ``EntityMasks``, the ``MASK_SOURCES`` registry),
-``masks_gt`` (dataset id maps), ``masks_sam`` (segment-anything; ``sam_amg``: its batched
-automatic mask generator), ``masks_motion`` (colour + flow regions, CPU), ``incircle``
-(entity centers and radii), ``tracking`` (center trackers, the ``TRACKERS`` registry).
-The stage's names are re-exported here (``from stages.entities import EntityStage``).
+Modules: ``extract`` (``extract_entities``, the ``auto`` mask rule), ``masks`` (the
+``MaskSource`` interface, ``EntityMasks``, the ``MASK_SOURCES`` registry), ``masks_gt``
+(dataset id maps), ``masks_sam`` (segment-anything; ``sam_amg``: its batched automatic mask
+generator), ``masks_motion`` (colour + flow regions, CPU), ``incircle`` (entity centers and
+radii), ``tracking`` (center trackers, the ``TRACKERS`` registry). The pipeline's entity steps
+(``pipeline/steps/entity_masks.py``, ``entity_tracks.py``) call them.
 """
 from __future__ import annotations
 
-from .extract import EntityStage, choose_mask_source, make_entity_stage, mask_choices, tracker_choices
+from .extract import (ChosenMasks, choose_mask_source, extract_entities, mask_choices, mask_source_names,
+                      tracker_choices)
 
-__all__ = ["EntityStage", "make_entity_stage", "choose_mask_source", "mask_choices", "tracker_choices"]
+__all__ = ["ChosenMasks", "choose_mask_source", "mask_source_names", "extract_entities", "mask_choices",
+           "tracker_choices"]

@@ -52,6 +52,7 @@ class MaskSource:
 
     name = "base"
     needs_backward_flow = False   # True: masks() wants the backward flow (backward_flow=...)
+    device_kind = "cpu"           # "torch": a model (its own GPU operator on a GPU cluster)
 
     def describe(self) -> dict[str, Any]:
         return {"mask_source": self.name}

@@ -203,6 +203,7 @@ class SamMaskSource(MaskSource):
     """
 
     name = "sam"
+    device_kind = "torch"
 
     def __init__(self, model_type: str = "vit_b", checkpoint: str | None = None, device: str = "auto",
                  batch_size: int | None = None, params: dict[str, Any] | None = None,

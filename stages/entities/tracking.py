@@ -69,6 +69,7 @@ class CenterTracker:
     name = "base"
     needs_flow = False
     needs_backward_flow = False
+    device_kind = "cpu"           # "torch": a model (its own GPU operator on a GPU cluster)
 
     def describe(self) -> dict[str, Any]:
         return {"tracker": self.name}
@@ -289,6 +290,7 @@ class CoTrackerTracker(CenterTracker):
     """
 
     name = "cotracker"
+    device_kind = "torch"
 
     def __init__(self, checkpoint: str | None = None, device: str = "auto", batch_size: int = 256):
         try:
@@ -346,6 +348,7 @@ def _make_cotracker(checkpoint: str | None = None, device: str = "auto", batch_s
 
 # name -> factory(fb_threshold=..., checkpoint=..., device=..., **ignored) -> CenterTracker;
 # a plugin adds one with ``TRACKERS.register(name, factory)``.
+_make_cotracker.device_kind = "torch"
 TRACKERS = Registry("entity tracker", {"flow": _make_flow, "cotracker": _make_cotracker})
 
 

@@ -15,7 +15,8 @@ Backends are created once per worker (``make_flow_backend``) and reused for ever
 "farneback", ``stages.flow.cpu``) and the torch ones ("raft", "unimatch",
 ``stages.flow.models``, imported with torch only when chosen). A plugin adds one with
 ``register_flow_backend(name, factory)``; a factory takes ``preset=...`` and the generic
-options (``GENERIC_OPTIONS``) along with its own. The torch backends subclass
+options (``GENERIC_OPTIONS``) along with its own, and declares ``device_kind = "torch"`` when
+it is a model (``FLOW_BACKENDS.device_kind(name)``). The torch backends subclass
 ``FlowBackend`` and override ``pairs`` (batched on the device).
 """
 from __future__ import annotations
@@ -36,7 +37,6 @@ __all__ = [
     "register_flow_backend",
     "make_flow_backend",
     "make_flow_backend_from",
-    "make_backward_backend",
 ]
 
 # Options the worker passes to every backend (from FlowConfig). Backends that have no use
@@ -72,6 +72,9 @@ class FlowBackend:
     """
 
     name: str = "base"
+    # what it runs on: "cpu" or "torch" (a model that gets its own GPU operator on a GPU
+    # cluster: pipeline.run.groups places steps by this, never by a backend's name)
+    device_kind: str = "cpu"
 
     def describe(self) -> dict[str, Any]:
         """Backend name and settings, stored in the sample metadata."""
@@ -115,9 +118,10 @@ FLOW_BACKENDS = Registry("flow backend", {
 })
 
 
-def register_flow_backend(name: str, factory: Callable[..., FlowBackend]) -> None:
-    """Register (or replace) a backend factory under ``name`` (``FLOW_BACKENDS.register``)."""
-    FLOW_BACKENDS.register(name, factory)
+def register_flow_backend(name: str, factory: Callable[..., FlowBackend], device_kind: str | None = None) -> None:
+    """Register (or replace) a backend factory under ``name`` (``FLOW_BACKENDS.register``);
+    ``device_kind="torch"`` for a model whose factory does not carry the attribute."""
+    FLOW_BACKENDS.register(name, factory, device_kind=device_kind)
 
 
 def make_flow_backend(name: str, preset: str = DEFAULT_DIS_PRESET, **kwargs: Any) -> FlowBackend:
@@ -138,23 +142,3 @@ def make_flow_backend_from(settings: Any, **overrides: Any) -> FlowBackend:
     opts.update(overrides)
     return make_flow_backend(settings.backend, preset=settings.preset,
                              **{k: v for k, v in opts.items() if v is not None})
-
-
-def make_backward_backend(choice: str, main: FlowBackend | None = None) -> FlowBackend:
-    """The backend of the backward flow that feeds the forward-backward checks (it is not
-    stored): ``choice`` is ``entities.backward_flow``. ``"auto"``: DIS balanced when the
-    main flow backend ``main`` is a CPU one (dis, farneback) or unknown, else ``main``;
-    ``"same"``: ``main``; or a DIS preset name. One rule for the entity checks and the
-    anchors' reliability, so one backward flow serves both."""
-    from .cpu import DIS_PRESETS
-
-    key = str(choice or "auto").lower()
-    if key == "same" or (key == "auto" and main is not None and main.name not in ("dis", "farneback")):
-        if main is None:
-            raise ValueError("backward_flow 'same' needs the clip processor's flow backend")
-        return main
-    if key == "auto":
-        return make_flow_backend("dis", preset="balanced")
-    if key in DIS_PRESETS:
-        return make_flow_backend("dis", preset=key)
-    raise ValueError(f"unknown backward_flow {choice!r}; choose auto, same or a DIS preset ({', '.join(DIS_PRESETS)})")

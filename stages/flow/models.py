@@ -133,6 +133,7 @@ class TorchFlowBackend(FlowBackend):
 
     pad_multiple = 8
     min_size = 0
+    device_kind = "torch"
 
     def __init__(self, device: str | None = "auto", batch_size: int | None = 8, precision: str = "fp32"):
         torch = _torch()  # first: the install hint when torch is missing
@@ -401,3 +402,6 @@ def make_unimatch(preset: str | None = None, checkpoint: str | None = None, sour
     Extra options: model (scale1|scale2|scale2-regrefine6|auto), precision."""
     opts = _split(kwargs, ("model", "precision"), "unimatch")
     return UniMatchFlow(checkpoint, source, device=device, batch_size=batch_size, **opts)
+
+
+make_raft.device_kind = make_unimatch.device_kind = "torch"   # FLOW_BACKENDS.device_kind reads it

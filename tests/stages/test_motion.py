@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.config import FilterConfig
 from pipeline.testdata.synthetic import disc, rect, render_scene
 from schemas.sample import decode_jpeg, dequantize_flow, encode_jpeg
 from stages.flow.base import make_flow_backend
+from stages.errors import ClipFiltered
 from stages.motion import check_filters, fit_similarity, hist_distance, motion_stats, warp_error
 
 W, H, L = 320, 192, 8
@@ -151,15 +151,19 @@ def test_motion_stats_rejects_bad_shapes():
 def test_check_filters():
     pan = motion_stats(render_scene(W, H, 4, [], background_velocity=(3, 0), seed=1).flow,
                        render_scene(W, H, 4, [], background_velocity=(3, 0), seed=1).frames)
-    assert check_filters(pan, FilterConfig()) is None
-    assert check_filters(pan, FilterConfig(min_motion=1.0, max_camera_motion=5.0, drop_cuts=True)) is None
-    reason, msg = check_filters(pan, FilterConfig(min_motion=10.0))
-    assert reason == "low_motion" and "--min-motion 10.0" in msg
-    reason, msg = check_filters(pan, FilterConfig(max_camera_motion=1.0))
-    assert reason == "camera_motion" and "3.0" in msg
+    check_filters(pan)                                          # every filter off
+    check_filters(pan, drop_cuts=True, min_motion=1.0, max_camera_motion=5.0)
+    with pytest.raises(ClipFiltered) as e:
+        check_filters(pan, min_motion=10.0)
+    assert e.value.reason == "low_motion" and "--min-motion 10.0" in e.value.message
+    with pytest.raises(ClipFiltered) as e:
+        check_filters(pan, max_camera_motion=1.0)
+    assert e.value.reason == "camera_motion" and "3.0" in e.value.message
     cut = dict(pan, cut=dict(pan["cut"], detected=True, pairs=[1]))
-    assert check_filters(cut, FilterConfig(drop_cuts=False)) is None
-    assert check_filters(cut, FilterConfig(drop_cuts=True, min_motion=10.0))[0] == "scene_cut"
+    check_filters(cut, drop_cuts=False)
+    with pytest.raises(ClipFiltered) as e:
+        check_filters(cut, drop_cuts=True, min_motion=10.0)
+    assert e.value.reason == "scene_cut"
 
 
 def test_real_shot_change_and_flow_failure_are_told_apart():

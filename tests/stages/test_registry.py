@@ -68,3 +68,20 @@ def test_the_project_registries():
     assert {"webvid", "sample", "videohd", "vipseg"} <= set(ADAPTERS)
     for reg in (FLOW_BACKENDS, MASK_SOURCES, TRACKERS, CAPTIONERS, ADAPTERS):
         assert isinstance(reg, Registry)
+
+
+def test_order_and_declared_device_kinds():
+    from stages.registry import Registry
+
+    class Model:
+        device_kind = "torch"
+
+    reg = Registry("thing", {"a": dict, "b": dict})
+    reg.register("c", Model, after="a")
+    reg.register("d", lambda: 1, device_kind="torch")
+    assert reg.choices() == ("a", "c", "b", "d")
+    assert [reg.device_kind(n) for n in reg] == ["cpu", "torch", "cpu", "torch"]
+    reg.register("d", lambda: 2)                     # re-registered without it: cpu again
+    assert reg.device_kind("d") == "cpu"
+    with pytest.raises(ValueError, match="cannot place thing 'e' after 'x'"):
+        reg.register("e", dict, after="x")
