@@ -43,20 +43,22 @@ def clip_rows_ok(rows: list[dict]) -> list[dict]:
 # ----------------------------------------------------------------------------- per stage
 
 def per_stage(cfg: Config, data: str, n: int | None = None) -> dict[str, Any]:
-    """Each stage of ``ClipProcessor`` timed on its own, clip after clip, in this process.
+    """Each clip stage timed on its own, clip after clip, in this process, through the run's own
+    loop (``pipeline.clip.loop.ClipSteps``: the seconds it adds to each clip's timings).
 
     Also: the JPEG round trip (inside decode), the flow codec and the shard writer, and the
     size of the clip state a worker receives from its isolation child (pickled)."""
+    from pipeline.clip.loop import ClipSteps
+    from pipeline.clip.work import ClipWork
     from pipeline.shards import TarShardWriter
-    from pipeline.clip.processor import ClipFiltered, ClipProcessor, ClipRun
-    from schemas.status import CLIP_STAGES
+    from pipeline.steps import clip_stages
     from schemas.sample import Sample, decode_jpeg, encode_flow, encode_jpeg, encode_sample
-    from stages.errors import ClipError
 
     rows = _rows(data, n)
-    proc = ClipProcessor(cfg)
-    secs: dict[str, float] = {s: 0.0 for s in CLIP_STAGES}
-    counts: dict[str, int] = {s: 0 for s in CLIP_STAGES}
+    steps = ClipSteps(cfg)
+    stage_names = clip_stages()
+    secs: dict[str, float] = {s: 0.0 for s in stage_names}
+    counts: dict[str, int] = {s: 0 for s in stage_names}
     extra = {"jpeg_round_trip": 0.0, "flow_codec": 0.0, "shard_writing": 0.0, "state_pickle": 0.0}
     state_bytes = []
     failed: dict[str, int] = {}
@@ -65,16 +67,14 @@ def per_stage(cfg: Config, data: str, n: int | None = None) -> dict[str, Any]:
     written = 0
     try:
         for row in rows:
-            state = None
-            try:
-                for stage in CLIP_STAGES:
-                    t0 = time.perf_counter()
-                    state = proc.step(stage, state, row)
-                    secs[stage] += time.perf_counter() - t0
-                    counts[stage] += 1
-            except (ClipError, ClipFiltered) as e:
-                failed[e.reason] = failed.get(e.reason, 0) + 1
+            work = steps.run([ClipWork(row=row, shard=0)])[0]
+            for stage, seconds in work.timings.items():
+                secs[stage] += seconds
+                counts[stage] += 1
+            if work.done:
+                failed[work.reason] = failed.get(work.reason, 0) + 1
                 continue
+            state = work.sample
             q = cfg.decode.jpeg_quality
             t0 = time.perf_counter()
             jp = [encode_jpeg(f, q) for f in state.frames]
@@ -88,7 +88,8 @@ def per_stage(cfg: Config, data: str, n: int | None = None) -> dict[str, Any]:
             writer.write(row["clip_id"], members)
             extra["shard_writing"] += time.perf_counter() - t0
             written += 1
-            sent = ClipRun(Sample(key=state.key, meta=state.meta), members=members)  # what the child sends
+            work.sample, work.members = Sample(key=state.key, meta=state.meta), members  # what the child sends
+            sent = work
             t0 = time.perf_counter()
             blob = pickle.dumps(sent, protocol=pickle.HIGHEST_PROTOCOL)
             pickle.loads(blob)
@@ -101,7 +102,7 @@ def per_stage(cfg: Config, data: str, n: int | None = None) -> dict[str, Any]:
         writer.abort()
         shutil.rmtree(tmp, ignore_errors=True)
     stages = {}
-    for s in CLIP_STAGES:
+    for s in stage_names:
         stages[s] = {"clips": counts[s], "seconds": round(secs[s], 4), "clips_per_s": _rate(counts[s], secs[s]),
                      "ms_per_clip": round(1000 * secs[s] / counts[s], 2) if counts[s] else None}
     for k, v in extra.items():

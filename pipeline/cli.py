@@ -19,6 +19,21 @@ def _progress():
     return RunProgress()
 
 
+def _log_traceback() -> str:
+    """Write the current exception's traceback to a log file of this run; returns its path."""
+    import os
+    import tempfile
+    import time
+    import traceback
+
+    folder = os.path.join(tempfile.gettempdir(), "trajshards")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
+    with open(path, "w") as f:
+        traceback.print_exc(file=f)
+    return path
+
+
 def _parse_option(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -83,13 +98,15 @@ def run(
     """Process a dataset into shards (or up to --stage, keeping that stage's output).
 
     Exit status: 0 when the run produced samples, 1 when it had clips and produced none
-    (the summary is printed first) or the circuit breaker stopped it, 2 for a configuration
-    or setup error (nothing scheduled, nothing marked done)."""
+    (the summary is printed first), the circuit breaker stopped it or something unexpected
+    failed (a one-line message; the traceback goes to a log file it names), 2 for a
+    configuration or setup error (nothing scheduled, nothing marked done)."""
     import logging
 
-    from pipeline.config import load_config
+    from pipeline.config import ConfigError, load_config
     from pipeline.run import run as run_plan
     from pipeline.run.plan import RunStopped
+    from pipeline.steps import SetupError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -106,18 +123,22 @@ def run(
         })
         options = dict(_parse_option(o) for o in dataset_option)
         run_kw = {} if retry_errors is None else {"retry_errors": parse_retry_errors(retry_errors)}
-    except (ValueError, OSError) as e:  # config.ConfigError is a ValueError
+    except (ValueError, OSError) as e:  # a bad --config file, option or value (ConfigError is a ValueError)
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2)
     progress = _progress()
     try:
         res = run_plan(cfg, dataset, data, out, stage=stage, force=force, executor=executor,
-                       address=address, progress=progress, **run_kw, **options)
-    except (ValueError, FileNotFoundError, ImportError) as e:  # a setup error (preflight.SetupError is a ValueError)
+                       address=address, progress=progress, options=options, **run_kw)
+    except (ConfigError, SetupError) as e:  # nothing was scheduled, nothing marked done
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2)
     except RunStopped as e:  # the circuit breaker
         typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1)
+    except Exception as e:  # noqa: BLE001 - a bug or an unexpected failure, not a setup problem
+        typer.echo(f"error: the run failed unexpectedly: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                   f" (traceback in {_log_traceback()})", err=True)
         raise typer.Exit(1)
     finally:
         progress.close()

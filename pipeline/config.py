@@ -175,7 +175,9 @@ def _dis_presets() -> Iterable[str]:
 
 
 def _backward_flows() -> Iterable[str]:
-    return ("auto", "same", *_dis_presets())
+    from stages.flow.backward import backward_choices
+
+    return backward_choices()
 
 
 def _mask_choices() -> Iterable[str]:
@@ -197,9 +199,9 @@ def _sam_models() -> Iterable[str]:
 
 
 def _group_names() -> Iterable[str]:
-    from pipeline.run.groups import GROUP_NAMES
+    from pipeline.steps import operator_names
 
-    return GROUP_NAMES
+    return operator_names()
 
 
 def _group_keys() -> Iterable[str]:
@@ -240,8 +242,8 @@ def section(cls):
 
 @section
 class DecodeConfig:
-    """Decoding and frame storage. Used by ``ClipProcessor.decode`` (pipeline/clip/processor.py:
-    stages/decode.py, JPEG encoding) and the decode time limit of pipeline/clip/isolation.py."""
+    """Decoding and frame storage: the decode step (pipeline/steps/decode.py: stages/decode.py,
+    JPEG encoding) and the decode time limit of pipeline/clip/isolation.py."""
 
     jpeg_quality: Annotated[int, Strict(), Field(ge=1, le=100)] = 95  # frames are stored as JPEG; stages see the decoded JPEG
     max_source_pixels: PosInt = 8192 * 8192  # refuse larger frames (decompression bombs)
@@ -251,9 +253,10 @@ class DecodeConfig:
 
 @section
 class FlowConfig:
-    """Dense optical flow. Backends in stages/flow/ (registry ``FLOW_BACKENDS``), built by
-    ``ClipProcessor`` (pipeline/clip/processor.py) and by preflight (pipeline/run/preflight.py);
-    a GPU backend gets its own operator (pipeline/run/groups.py)."""
+    """Dense optical flow. Backends in stages/flow/ (registry ``FLOW_BACKENDS``), built by the
+    flow step (pipeline/steps/flow.py), which also builds the backward flow of the checks
+    (``entities.backward_flow``); a backend that declares ``device_kind = "torch"`` gets its own
+    operator on a GPU cluster (pipeline/run/groups.py)."""
 
     backend: one_of(_flow_backends) = "dis"        # dis | farneback | raft | unimatch | a plugin's
     preset: one_of(_dis_presets) = "medium"        # DIS preset: ultrafast | fast | balanced | medium
@@ -266,7 +269,7 @@ class FlowConfig:
 
 @section
 class TrajectoryConfig:
-    """Anchored trajectories: ``ClipProcessor.trajectories`` (pipeline/clip/processor.py) calls
+    """Anchored trajectories: the anchors step (pipeline/steps/anchors.py) calls
     stages/trajectories.py; the loader draws from them (pipeline/train/loader.py)."""
 
     interval: PosInt = 16              # anchor grid interval lambda
@@ -284,9 +287,9 @@ class TrajectoryConfig:
 
 @section
 class EntityConfig:
-    """DragEntity entities: stages/entities/ (``EntityStage``; mask sources ``MASK_SOURCES``,
-    trackers ``TRACKERS``), built by ``ClipProcessor`` and preflight; SAM masks and CoTracker
-    tracks get their own operators on a GPU cluster (pipeline/run/groups.py)."""
+    """DragEntity entities: the entity steps (pipeline/steps/entity_masks.py: mask sources
+    ``MASK_SOURCES``; entity_tracks.py: trackers ``TRACKERS``) call stages/entities/; SAM masks
+    and CoTracker tracks get their own operators on a GPU cluster (pipeline/run/groups.py)."""
 
     enabled: Bool = True
     masks: one_of(_mask_choices) = "auto"        # auto | gt | sam | motion | none
@@ -314,7 +317,7 @@ class EntityConfig:
 
 @section
 class CaptionConfig:
-    """Where each sample's text comes from: ``ClipProcessor.captions`` (pipeline/clip/processor.py)
+    """Where each sample's text comes from: the captions step (pipeline/steps/captions.py)
     calls stages/captions.py; a GPU cluster gives it an operator (docs/captions.md)."""
 
     source: one_of(("auto", "dataset", "blip2", "none")) = "auto"
@@ -329,8 +332,8 @@ class CaptionConfig:
 
 @section
 class FilterConfig:
-    """Run-time filters on the per-clip motion statistics (rejects go to the filtered table):
-    stages/motion.py ``check_filters``, applied by ``ClipProcessor`` (motion and trajectories steps)."""
+    """Run-time filters on the per-clip statistics (rejects go to the filtered table): the motion
+    step (stages/motion.py ``check_filters``) and the anchors step (``min_trackable``)."""
 
     min_motion: Optional[NonNegFloat] = None         # min mean flow magnitude (px/frame)
     max_camera_motion: Optional[NonNegFloat] = None  # max camera translation (px/frame) of the fitted global motion
@@ -362,10 +365,11 @@ class RayConfig:
     num_workers: Optional[PosInt] = None   # concurrent CPU workers (the first stage group); default: CPUs available
     num_cpus_per_worker: NonNegFloat = 1.0
     num_gpus_per_worker: NonNegFloat = 0.0
-    retries: NonNegInt = 2
+    retries: NonNegInt = 2                 # attempts of a shard commit task after a failure (executors.Committer)
     # Stage groups (pipeline/run/groups.py): model stages run as GPU operators when the
     # cluster has GPUs (None = auto; False = one fused operator per clip everywhere), and
-    # per-group resources: {"cpu"|"flow"|"masks"|"tracks"|"captions": {num_cpus, num_gpus,
+    # per-group resources: {"cpu" | an operator a step declares (flow, masks, tracks, captions,
+    # a plugin step's): {num_cpus, num_gpus,
     # batch_size, min_actors, max_actors}}.
     gpu_operators: Optional[Bool] = None
     groups: dict[one_of(_group_names), dict[one_of(_group_keys), Annotated[float, Field(ge=0)]]] = field(

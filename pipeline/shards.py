@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import storage
-from pipeline.io import join
+from pipeline.storage import join
 from schemas.sample import SCHEMA_VERSION, member_rank
 from schemas.status import STATUS_SCHEMA
 
@@ -225,10 +225,6 @@ def write_status(path: str, rows: Iterable[dict], tag: str | None = None) -> Non
     buf = io.BytesIO()
     pq.write_table(table, buf)
     atomic_write_bytes(path, buf.getvalue(), tag)
-
-
-def read_status(path: str) -> pa.Table:
-    return pq.read_table(path, schema=STATUS_SCHEMA)
 
 
 def write_stats(path: str, stats: dict, tag: str | None = None) -> None:

@@ -34,5 +34,3 @@ MANIFEST_SCHEMA = pa.schema(
 )
 
 
-def empty_manifest() -> pa.Table:
-    return MANIFEST_SCHEMA.empty_table()

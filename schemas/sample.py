@@ -166,7 +166,7 @@ def member_rank(name: str) -> int:
 class Sample:
     """The content of one clip: what its shard members hold, decoded, plus the working arrays
     the stages pass on without storing. Bookkeeping (manifest row, stages done, timings) is
-    not here: ``pipeline.run.work.ClipWork`` holds it beside the sample.
+    not here: ``pipeline.clip.work.ClipWork`` holds it beside the sample.
 
     Fields of stored members are named as ``decode_sample``'s keys (the ``MEMBERS`` table maps
     each to its member). Stages read and write it by attribute (``sample.flow``); it has no

@@ -1,12 +1,9 @@
-"""Per-shard status table: every clip of a shard appears exactly once; the names of the per-clip stages."""
+"""Per-shard status table: every clip of a shard appears exactly once, with its outcome
+(``stages.errors.Outcome``: status, reason, message). The clip stages are the steps'
+(``pipeline.steps.clip_stages``)."""
 from __future__ import annotations
 
 import pyarrow as pa
-
-# Per-clip stages in order (the keys of a shard's ``stage_seconds`` and of ``--stage``);
-# "shards" is the final output (all stages + the shard writer).
-CLIP_STAGES = ("decode", "captions", "flow", "motion", "trajectories", "entities")
-STAGES = CLIP_STAGES + ("shards",)
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"

@@ -2,7 +2,7 @@
 
 - the trainers' library (pipeline/train) and the inspection tools (pipeline/tools) read what a run
   wrote through schemas/ and the tar format (pipeline/shards.py) only: never the run, the clip
-  processor or the inputs;
+  steps or the inputs;
 - torch is imported at module level only by the modules that need it (the trainers' conditions and
   augmentation); everything else imports it where it is used;
 - no module is over 500 lines unless its docstring says why;
@@ -24,7 +24,7 @@ TORCH_AT_TOP = {"pipeline/train/conditions.py", "pipeline/train/augment.py"}
 # format, storage URIs and the object-store client, its own package, and the pure rules of
 # stages.trajectories (the anchor draw and trackability the run also uses) and
 # stages.decode.clip_rng (per-clip randomness).
-ALLOWED = ("schemas", "pipeline.shards", "pipeline.io", "pipeline.storage", "stages.trajectories", "stages.decode")
+ALLOWED = ("schemas", "pipeline.shards", "pipeline.storage", "stages.trajectories", "stages.decode")
 
 
 def _modules(*tops: str) -> list[str]:
@@ -76,7 +76,7 @@ def test_modules_stay_small_or_say_why(path):
 
 def test_pipeline_has_few_loose_modules():
     loose = sorted(f for f in os.listdir(os.path.join(ROOT, "pipeline")) if f.endswith(".py"))
-    assert loose == ["__init__.py", "__main__.py", "cli.py", "config.py", "io.py", "shards.py", "storage.py"], loose
+    assert loose == ["__init__.py", "__main__.py", "cli.py", "config.py", "shards.py"], loose
 
 
 def test_architecture_names_every_module():
@@ -87,3 +87,75 @@ def test_architecture_names_every_module():
                if not p.endswith("__init__.py") and not p.endswith("__main__.py")
                and os.path.basename(p) not in tree]
     assert not missing, f"docs/architecture.md does not name {missing}"
+
+
+def _module_name(path: str) -> str:
+    name = path[:-3].replace("/", ".")
+    return name[: -len(".__init__")] if name.endswith(".__init__") else name
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the modules of ours it imports, at any depth of its code (function-level
+    imports count: a cycle through them is still a cycle of the design)."""
+    paths = _modules(*PACKAGES)
+    names = {_module_name(p) for p in paths}
+    graph: dict[str, set[str]] = {}
+    for path in paths:
+        me = _module_name(path)
+        package = me if path.endswith("__init__.py") else me.rpartition(".")[0]
+        deps: set[str] = set()
+        for n in ast.walk(ast.parse(open(os.path.join(ROOT, path)).read())):
+            if isinstance(n, ast.Import):
+                targets = [a.name for a in n.names]
+            elif isinstance(n, ast.ImportFrom):
+                base = n.module or ""
+                if n.level:
+                    up = package.split(".")
+                    up = up[: len(up) - (n.level - 1)]
+                    base = ".".join(up + ([n.module] if n.module else []))
+                targets = [f"{base}.{a.name}" for a in n.names]
+            else:
+                continue
+            for t in targets:
+                while t and t not in names:  # ``from pkg.mod import func`` imports pkg.mod
+                    t = t.rpartition(".")[0]
+                if t and t != me:
+                    deps.add(t)
+        graph[me] = deps
+    return graph
+
+
+def test_no_import_cycles():
+    """No cycle among the modules of pipeline/, stages/ and schemas/ (Tarjan's SCCs)."""
+    graph = _import_graph()
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                cycles.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    assert not cycles, f"import cycles: {cycles}"

@@ -1,2 +1,3 @@
-"""One clip's computation: the processor that runs stages/ in order on one manifest row, and the
-isolation child that gives each clip a time limit and survives a segfaulting decoder or model."""
+"""One clip's computation, no Ray: the clip as it travels (``work``), the one loop over the run's
+steps (``loop``), the isolation child that gives each clip a time limit and survives a
+segfaulting decoder or model (``isolation``), and a worker's runtime settings (``runtime``)."""

@@ -5,26 +5,28 @@ takes down only the child: the worker sees the child die (or its stage time limi
 kills it, starts a fresh one and retries the clip a bounded number of times; after that the
 clip is recorded as an error with reason ``crashed`` or ``timeout`` and the shard goes on.
 
-``IsolatedRunner(cfg)`` runs the clip stages of the first stage group of a run
-(``pipeline.run.runner.GroupRunner``)::
+``IsolatedRunner(cfg)`` runs the steps of the first stage group of a run
+(``pipeline.run.runner.GroupRunner``) on one clip at a time::
 
     runner = IsolatedRunner(cfg, encoded=True)
     try:
-        out = runner(processor, row, "entities", sample)  # a ClipRun (processor.py)
+        runner(work, ["decode", "captions", ...])  # a ClipWork (work.py), updated in place
     finally:
         runner.close()
 
 Protocol (a ``multiprocessing`` pipe; the child is started with ``spawn`` by default, so it
-shares no threads or library state with the worker): the child sends ``("ready", pid)``,
-then for each job ``("run", row, until, sample)`` it sends ``("stage", name)`` before each
-stage and finally ``("ok", ClipRun)`` or ``("error"|"filtered", reason, message)`` or
-``("internal", message, traceback)``. Time limits are per stage: ``decode.timeout_s`` for
+shares no threads or library state with the worker): the child sends ``("ready", pid)``; for
+each job ``("run", work, step names, encoded)`` it runs the one loop
+(``pipeline.clip.loop.ClipSteps``), sends ``("step", name)`` before each step and finally
+``("done", work)``: the clip with its sample, or its ``Outcome`` when it failed or was
+filtered (the same record everywhere). Time limits are per step: ``decode.timeout_s`` for
 decode, ``isolation.stage_timeout_s`` for the others (a child's start-up is not counted).
 The child exits when the worker closes the pipe or dies.
 
-With ``encoded=True`` (what the executors use) the child also encodes the sample's tar
-members and sends them (``ClipRun.members``, with a sample holding only the meta) instead of
-the whole clip: about 2 MB through the pipe instead of 30 MB of arrays per HD clip.
+With ``encoded=True`` (what the executors use for a fused group) the child also encodes the
+sample's tar members and sends them (``ClipWork.members``, with a sample holding only the
+meta) instead of the whole clip: about 2 MB through the pipe instead of 30 MB of arrays per HD
+clip.
 """
 from __future__ import annotations
 
@@ -33,10 +35,10 @@ import os
 import signal
 import threading
 import time
-from typing import Any
 
 from stages.errors import ClipError
 
+from pipeline.clip.work import ClipWork
 from pipeline.config import Config
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,7 @@ def describe_exit(exitcode: int | None) -> str:
 
 
 class IsolatedRunner:
-    """Runs ``ClipProcessor.run`` for one clip at a time in a child process (see module doc).
+    """Runs a clip's steps in a child process, one clip at a time (see module doc).
 
     Counters: ``starts`` (children started), ``crashes``, ``timeouts``."""
 
@@ -146,17 +148,15 @@ class IsolatedRunner:
     def _limit(self, stage: str) -> float:
         return self.decode_timeout_s if stage == "decode" else self.stage_timeout_s
 
-    def _run_once(self, row: dict, until: str, sample: Any) -> Any:
-        from pipeline.clip.processor import ClipFiltered
-
-        self._conn.send(("run", row, until, sample, self.encoded))
-        stage = "start"
+    def _run_once(self, work: ClipWork, names: list[str]) -> ClipWork:
+        self._conn.send(("run", work, list(names), self.encoded))
+        step = "start"
         deadline = time.monotonic() + self._limit("decode")
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self.timeouts += 1
-                raise _ChildLost("timeout", f"stage {stage} did not finish within {self._limit(stage):g} s")
+                raise _ChildLost("timeout", f"stage {step} did not finish within {self._limit(step):g} s")
             if self._conn.poll(min(remaining, 1.0)):
                 try:
                     msg = self._conn.recv()
@@ -164,40 +164,33 @@ class IsolatedRunner:
                     self._proc.join(5)
                     self.crashes += 1
                     raise _ChildLost("crashed", f"worker process {describe_exit(self._proc.exitcode)} "
-                                                f"in stage {stage}")
-                kind = msg[0]
-                if kind == "stage":
-                    stage = msg[1]
-                    deadline = time.monotonic() + self._limit(stage)
-                elif kind == "ok":
+                                                f"in stage {step}")
+                if msg[0] == "step":
+                    step = msg[1]
+                    deadline = time.monotonic() + self._limit(step)
+                elif msg[0] == "done":
                     return msg[1]
-                elif kind == "error":
-                    raise ClipError(msg[1], msg[2])
-                elif kind == "filtered":
-                    raise ClipFiltered(msg[1], msg[2])
-                elif kind == "internal":
-                    log.warning("clip %s failed in the isolation child:\n%s", row.get("clip_id"), msg[2])
-                    raise ClipError("internal", msg[1])
             elif not self._proc.is_alive():
                 self.crashes += 1
-                raise _ChildLost("crashed", f"worker process {describe_exit(self._proc.exitcode)} in stage {stage}")
+                raise _ChildLost("crashed", f"worker process {describe_exit(self._proc.exitcode)} in stage {step}")
 
-    def __call__(self, processor: Any, row: dict, until: str, sample: Any = None) -> Any:
-        """Run one clip up to ``until`` from ``sample`` (a ``schemas.sample.Sample`` or None);
-        returns the child's ``ClipRun`` (``processor`` is not used: the child has its own,
-        built from the same config)."""
+    def __call__(self, work: ClipWork, names: list[str]) -> ClipWork:
+        """Run the steps ``names`` on one clip in the child; ``work`` takes the child's results
+        (its sample or encoded members, timings, outcome). A child that crashes or passes a time
+        limit is replaced and the clip retried; after that the clip ends ``crashed`` / ``timeout``."""
         attempts = 1 + self.retries
         lost: _ChildLost | None = None
         for attempt in range(1, attempts + 1):
             try:
                 if self._proc is None:
                     self._start()
-                return self._run_once(row, until, sample)
+                work.absorb(self._run_once(work, names))
+                return work
             except _ChildLost as e:
                 lost = e
                 self._kill()  # the next attempt (or clip) gets a fresh child
-                log.warning("clip %s: %s (attempt %d of %d)", row.get("clip_id"), e, attempt, attempts)
-        raise ClipError(lost.reason, f"{lost.message}; gave up after {attempts} attempt(s)")
+                log.warning("clip %s: %s (attempt %d of %d)", work.clip_id, e, attempt, attempts)
+        return work.fail(ClipError(lost.reason, f"{lost.message}; gave up after {attempts} attempt(s)"))
 
 
 # ---------------------------------------------------------------------- the child
@@ -211,15 +204,13 @@ def _exit_with_parent(ppid: int) -> None:
 def _child_main(conn, cfg_dict: dict, ppid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when the child stops
     threading.Thread(target=_exit_with_parent, args=(ppid,), daemon=True).start()
-    import traceback
-
     try:
         from pipeline.config import config_from_dict
-        from schemas.sample import Sample, encode_sample
+        from schemas.sample import Sample
 
-        from pipeline.clip.processor import ClipFiltered, ClipProcessor, ClipRun
+        from pipeline.clip.loop import ClipSteps, encode
 
-        proc = ClipProcessor(config_from_dict(cfg_dict))
+        steps = ClipSteps(config_from_dict(cfg_dict))
     except BaseException as e:  # noqa: BLE001 - reported to the worker
         conn.send(("fatal", f"{type(e).__name__}: {e}"))
         return
@@ -231,16 +222,12 @@ def _child_main(conn, cfg_dict: dict, ppid: int) -> None:
             return
         if msg[0] != "run":
             return
-        _, row, until, sample, encoded = msg
+        _, work, names, encoded = msg
         try:
-            out = proc.run(row, until, sample, on_stage=lambda s: conn.send(("stage", s)))
-            if encoded:
-                out = ClipRun(Sample(key=out.sample.key, meta=out.sample.meta), out.stages_done, out.timings,
-                              members=encode_sample(out.sample))
-            conn.send(("ok", out))
-        except ClipFiltered as e:
-            conn.send(("filtered", e.reason, e.message))
-        except ClipError as e:
-            conn.send(("error", e.reason, e.message))
-        except Exception as e:  # a bug or an unexpected library failure
-            conn.send(("internal", f"{type(e).__name__}: {e}"[:2000], traceback.format_exc(limit=5)))
+            steps.run([work], names, on_step=lambda name: conn.send(("step", name)))
+            if encoded and not work.done:
+                work.members = encode(work)
+                work.sample = Sample(key=work.sample.key, meta=work.sample.meta)
+        except Exception as e:  # noqa: BLE001 - encoding failed: recorded as the clip's outcome
+            work.fail(e)
+        conn.send(("done", work))

@@ -4,6 +4,7 @@ workers in row groups (``ManifestRows``)."""
 from __future__ import annotations
 
 import bisect
+import inspect
 import os
 import posixpath
 import uuid
@@ -12,7 +13,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import io
+from pipeline import storage
 from schemas.manifest import MANIFEST_SCHEMA
 from pipeline.inputs.listing import KEY_BAD
 from pipeline.inputs.adapters import ADAPTERS
@@ -69,13 +70,14 @@ def build_manifest(dataset: str, data: str | os.PathLike[str], **options: Any) -
         adapter = ADAPTERS[dataset]
     except KeyError:
         raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(ADAPTERS))}") from None
-    try:
-        rows = adapter(dataset, os.fspath(data), **options)
-    except TypeError as e:
-        if "unexpected keyword argument" in str(e):
-            raise ValueError(f"dataset {dataset!r}: {e}") from None
-        raise
-    return rows_to_table(rows)
+    params = inspect.signature(adapter).parameters.values()
+    if not any(p.kind == p.VAR_KEYWORD for p in params):
+        known = [p.name for p in params if p.kind == p.KEYWORD_ONLY]
+        bad = sorted(set(options) - set(known))
+        if bad:
+            raise ValueError(f"dataset {dataset!r} has no option {', '.join(bad)} (-o KEY=VALUE); "
+                             f"its options: {', '.join(known) or 'none'}")
+    return rows_to_table(adapter(dataset, os.fspath(data), **options))
 
 
 def write_manifest(table: pa.Table, path: str | os.PathLike[str], row_group_size: int | None = None) -> str:
@@ -83,14 +85,13 @@ def write_manifest(table: pa.Table, path: str | os.PathLike[str], row_group_size
     ``row_group_size``: rows per row group (the run aligns them with its shards, so that a
     worker reading one shard's rows decodes one small row group: ``ManifestRows``)."""
     table = table.cast(MANIFEST_SCHEMA) if table.schema != MANIFEST_SCHEMA else table
-    from pipeline import storage
 
     if storage.is_remote(path):  # an object store: one complete upload (pipeline.storage)
         buf = pa.BufferOutputStream()
         pq.write_table(table, buf, row_group_size=row_group_size)
         storage.put_bytes(os.fspath(path), buf.getvalue().to_pybytes())
         return os.fspath(path)
-    fs, p = io.resolve(path)
+    fs, p = storage.resolve(path)
     parent = posixpath.dirname(p.replace(os.sep, "/"))
     if parent:
         fs.create_dir(parent, recursive=True)
@@ -106,7 +107,7 @@ def write_manifest(table: pa.Table, path: str | os.PathLike[str], row_group_size
 
 def read_manifest(path: str | os.PathLike[str]) -> pa.Table:
     """Read a manifest written by ``write_manifest``, checked against MANIFEST_SCHEMA."""
-    fs, p = io.resolve(path)
+    fs, p = storage.resolve(path)
     table = pq.read_table(p, filesystem=fs)
     _check_manifest_columns(table.column_names, path)
     return table.select(_FIELDS).cast(MANIFEST_SCHEMA)
@@ -125,7 +126,7 @@ class ManifestRows:
     objects, nor ships them (10M clips: gigabytes)."""
 
     def __init__(self, path: str | os.PathLike[str]):
-        fs, p = io.resolve(path)
+        fs, p = storage.resolve(path)
         self.path = os.fspath(path)
         self._file = pq.ParquetFile(fs.open_input_file(p))
         meta = self._file.metadata

@@ -17,7 +17,7 @@ from schemas.sample import JSON
 from schemas.status import STATUS_ERROR, STATUS_FILTERED, STATUS_OK
 
 from pipeline import storage
-from pipeline.io import join
+from pipeline.storage import join
 from pipeline.shards import TarShardWriter, read_indexed, read_stats, tar_index, write_stats, write_status
 from pipeline.run.layout import RunLayout
 from pipeline.run.parts import part_of, read_part, remove_parts
@@ -140,8 +140,9 @@ def restage_for_retry(layout: RunLayout, shard: int, reasons) -> list[int]:
     ``reasons`` is True). Nothing is staged when no clip of the shard is retried."""
     import json
 
+    from pipeline.clip.work import ClipWork
     from pipeline.run.parts import write_part
-    from pipeline.run.work import ClipWork
+    from stages.errors import Outcome
 
     paths = layout.shard_paths(shard)
     status = storage.read_parquet(paths["status"]).to_pylist()
@@ -155,8 +156,8 @@ def restage_for_retry(layout: RunLayout, shard: int, reasons) -> list[int]:
     for r in status:
         if r["row"] in keep:
             continue
-        w = ClipWork(row={"clip_id": r["clip_id"], "row": r["row"]}, shard=shard, status=r["status"],
-                     reason=r["reason"], message=r["message"], seconds=r["seconds"] or 0.0)
+        w = ClipWork(row={"clip_id": r["clip_id"], "row": r["row"]}, shard=shard,
+                     outcome=Outcome(r["status"], r["reason"], r["message"]), seconds=r["seconds"] or 0.0)
         if r["status"] == STATUS_OK:
             w.members = read_indexed(index[r["clip_id"]])
             ent = json.loads(w.members[JSON.name]).get("entities")

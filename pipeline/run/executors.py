@@ -20,10 +20,10 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from pipeline.clip.work import ClipWork
 from pipeline.run.groups import StageGroup
 from pipeline.run.layout import RunLayout
 from pipeline.run.runner import GroupRunner
-from pipeline.run.work import ClipWork
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,10 @@ def result_of(w: ClipWork) -> dict:
 class LocalExecutor:
     def __init__(self, groups: list[StageGroup], cfg, layout: RunLayout, manifest: str,
                  commit_check=None):
-        from pipeline.clip.processor import ClipProcessor
+        from pipeline.clip.loop import ClipSteps
 
-        proc = ClipProcessor(cfg)  # one set of backends for every group in this process
-        self.runners = [GroupRunner(g, cfg, layout, manifest, processor=proc, commit_check=commit_check)
+        steps = ClipSteps(cfg, layout.stage)  # one set of backends for every group in this process
+        self.runners = [GroupRunner(g, cfg, layout, manifest, steps=steps, commit_check=commit_check)
                         for g in groups]
 
     def run(self, items: Iterable[dict]) -> Iterator[dict]:
@@ -74,15 +74,17 @@ class GroupOperator:
     """Ray Data callable class for one stage group (one instance per actor)."""
 
     def __init__(self, group: StageGroup, cfg_dict: dict, layout: RunLayout, manifest: str,
-                 run_id: str | None = None):
+                 run_id: str | None = None, later_steps: tuple[str, ...] = ()):
         from pipeline.config import config_from_dict
         from pipeline.run.lock import check_run
+        from pipeline.steps import STEPS
 
         logging.basicConfig(level=logging.WARNING)
         cfg = config_from_dict(cfg_dict)
         check = (lambda: check_run(layout.out_dir, run_id)) if run_id else None
         self.group = group
-        self.entities_on = bool(cfg.entities.enabled) and str(cfg.entities.masks) != "none"
+        # carry the backward flow (float32, 22 MB per HD clip) only to a step that reads it
+        self.keep_backward = any(STEPS.get(name).reads_backward_flow(cfg) for name in later_steps)
         self.runner = GroupRunner(group, cfg, layout, manifest, commit_check=check)
 
     def __del__(self):
@@ -100,7 +102,7 @@ class GroupOperator:
             rows = [result_of(w) for w in works]
             return {k: np.array([r[k] for r in rows]) for k in RESULT_KEYS}
         out = np.empty(len(works), dtype=object)
-        out[:] = [w.to_wire(keep_backward=self.entities_on and "entities" not in w.stages_done) for w in works]
+        out[:] = [w.to_wire(keep_backward=self.keep_backward) for w in works]
         return {"work": out}
 
 
@@ -136,14 +138,15 @@ class RayExecutor:
         ctx.enable_progress_bars = sys.stderr.isatty()
         ctx.print_on_execution_start = False
         ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-        for g in self.groups:
+        for k, g in enumerate(self.groups):
+            later = tuple(name for h in self.groups[k + 1:] for name in h.steps)
             max_actors = max(1, min(g.max_actors, len(items))) if g.first else g.max_actors
             compute = ray.data.ActorPoolStrategy(min_size=min(g.min_actors, max_actors), max_size=max_actors,
                                                  max_tasks_in_flight_per_actor=2)
             ds = ds.map_batches(
                 GroupOperator,
                 fn_constructor_kwargs=dict(group=g, cfg_dict=self.cfg.to_dict(), layout=self.layout,
-                                           manifest=self.manifest, run_id=self.run_id),
+                                           manifest=self.manifest, run_id=self.run_id, later_steps=later),
                 batch_size=1 if g.first else g.batch_size,
                 compute=compute,
                 num_cpus=g.num_cpus,
@@ -170,14 +173,14 @@ class Committer:
     commit is I/O and must not wait for the CPUs the clip operators hold)."""
 
     def __init__(self, layout: RunLayout, max_shard_bytes: int, run_id: str | None, use_ray: bool,
-                 extra: dict | None = None):
+                 extra: dict | None = None, retries: int = 2):
         self.layout, self.max_bytes, self.run_id, self.extra = layout, max_shard_bytes, run_id, extra
         self.use_ray = use_ray
         self._pending: list = []
         if use_ray:
             import ray
 
-            self._remote = ray.remote(num_cpus=0, max_retries=2)(commit_task)
+            self._remote = ray.remote(num_cpus=0, max_retries=int(retries))(commit_task)
 
     def submit(self, shard: int, start: int, stop: int) -> list[dict]:
         if not self.use_ray:

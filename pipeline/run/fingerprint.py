@@ -11,8 +11,8 @@ author marks it. On top of that:
   ``entities.sam_checkpoint``, ``entities.cotracker_checkpoint``) count by their base name,
   as the samples' metadata records them: moving the weights to another folder is not a
   change of settings;
-* ``entities`` is ``{"enabled": false}`` when the stage is off (``enabled`` false or
-  ``masks: none``), whatever its other settings; ``entities.sam``'s batch size
+* ``entities`` is ``{"enabled": false}`` when the entity steps are off
+  (``EntityMasksStep.enabled``: ``enabled`` false or ``masks: none``), whatever its other settings; ``entities.sam``'s batch size
   (``points_per_batch`` / ``batch_size``) is left out;
 * ``schema_version`` is the sample layout version (``schemas.sample.SCHEMA_VERSION``).
 
@@ -30,7 +30,8 @@ import os
 from typing import Any, Iterable
 
 from pipeline.config import RECORD_KEY, Config, ConfigError, config_from_dict, is_runtime
-from pipeline.run.preflight import SetupError
+from pipeline.steps import SetupError
+from pipeline.steps.entity_masks import EntityMasksStep
 
 __all__ = ["content_settings", "fingerprint", "diff_settings", "config_record", "recorded_settings", "check_resume"]
 
@@ -76,7 +77,7 @@ def content_settings(cfg: Config) -> dict[str, Any]:
         out[f.name] = sec
     ent = out.get("entities")
     if ent is not None:
-        if not ent.get("enabled", True) or str(ent.get("masks")).lower() == "none":
+        if not EntityMasksStep.enabled(cfg):  # the entity steps say whether entities are on
             out["entities"] = {"enabled": False}
         elif isinstance(ent.get("sam"), dict):
             ent["sam"] = {k: v for k, v in ent["sam"].items() if k not in SAM_BATCH_KEYS}

@@ -43,7 +43,8 @@ import time
 import uuid
 
 from pipeline import storage
-from pipeline.io import join
+from pipeline.storage import join
+from pipeline.steps import SetupError
 
 LOCK_NAME = ".run.lock"
 HEARTBEAT_S = 10.0
@@ -51,8 +52,8 @@ STALE_AFTER_S = 60.0
 SETTLE_S = 2.0  # best-effort leases: the wait before reading one's own lease back
 
 
-class RunLocked(ValueError):
-    """Another run is writing to the same output folder (a ValueError: the CLI prints it)."""
+class RunLocked(SetupError):
+    """Another run is writing to the same output folder (a setup error: exit status 2)."""
 
 
 class RunSuperseded(RuntimeError):

@@ -18,7 +18,7 @@ from schemas.status import STATUS_ERROR
 
 from pipeline import storage
 from pipeline.run.layout import NON_CLIP_REASONS, RunLayout
-from pipeline.run.work import ClipWork
+from pipeline.clip.work import ClipWork
 
 _WORK = "work.json"
 

@@ -21,22 +21,21 @@ import pyarrow as pa
 
 from schemas.status import STATUS_SCHEMA
 
+from pipeline import storage
+from pipeline.clip.runtime import import_plugins
 from pipeline.config import Config
 from pipeline.inputs.manifest import build_manifest, write_manifest
-from pipeline import storage
-from pipeline.io import is_uri, join
-from pipeline.shards import atomic_write_bytes, read_stats, remove_temp_files, write_index, write_status
-from pipeline.clip.runtime import import_plugins
-from schemas.status import STAGES
-from pipeline.run.fingerprint import check_resume, config_record, fingerprint
-from pipeline.run.preflight import preflight
 from pipeline.run.commit import is_done, restage_for_retry
 from pipeline.run.console import ray_output_to_file
 from pipeline.run.executors import Committer, LocalExecutor, RayExecutor, init_ray
-from pipeline.run.groups import plan_groups
+from pipeline.run.fingerprint import check_resume, config_record, fingerprint
+from pipeline.run.groups import describe, plan_groups
 from pipeline.run.layout import NON_CLIP_REASONS, RunLayout
 from pipeline.run.lock import run_lock
 from pipeline.run.parts import remove_part_temp_files, remove_parts, staged_rows, staged_shards
+from pipeline.run.preflight import preflight
+from pipeline.shards import atomic_write_bytes, read_stats, remove_temp_files, write_index, write_status
+from pipeline.steps import SetupError, clip_stages, run_stages
 
 log = logging.getLogger(__name__)
 
@@ -118,19 +117,19 @@ class RunResult:
 
 def run(cfg: Config, dataset: str, data: str, out_dir: str, stage: str = "shards", force: bool = False,
         executor: str = "ray", address: str | None = None, progress=None, retry_errors=None,
-        **dataset_options) -> RunResult:
+        options: dict | None = None, **dataset_options) -> RunResult:
     """Run the pipeline; see the module docstring. ``retry_errors``: None, True (redo every
-    clip whose status is error) or reasons to redo. Raises ``preflight.SetupError`` (a
-    ValueError) before anything is scheduled when the setup is broken, and ``RunStopped``
-    when the circuit breaker trips."""
+    clip whose status is error) or reasons to redo. The dataset adapter's options come in
+    ``options`` (the CLI's ``-o KEY=VALUE``: any name, ``force`` included) and as keywords. Raises ``SetupError`` before anything is
+    scheduled when the setup is broken (a backend, OUT, the dataset, settings that differ
+    from the done shards'), and ``RunStopped`` when the circuit breaker trips."""
     if stage == "all":
         stage = "shards"
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)} (or all)")
+    if stage not in run_stages():
+        raise SetupError(f"unknown stage {stage!r}; stages: {', '.join(run_stages())} (or all)")
     if executor not in ("ray", "local"):
-        raise ValueError(f"unknown executor {executor!r}; choose ray or local")
+        raise SetupError(f"unknown executor {executor!r}; choose ray or local")
     t0 = time.perf_counter()
-    profile = cfg.get_profile()
     import_plugins(cfg.plugins)  # plugins may register dataset adapters
     address = address or cfg.ray.address or os.environ.get("RAY_ADDRESS")
     # every backend built once, devices and OUT checked, before any clip (SetupError)
@@ -138,153 +137,184 @@ def run(cfg: Config, dataset: str, data: str, out_dir: str, stage: str = "shards
     if retry_errors is not None and retry_errors is not True:
         retry_errors = tuple(retry_errors)
     with run_lock(storage.root(out_dir)) as lock:  # one writer per OUT; refused with a message otherwise
-        layout = RunLayout(storage.root(out_dir), f"{dataset}-{profile.name}", stage)
+        layout = RunLayout(storage.root(out_dir), f"{dataset}-{cfg.get_profile().name}", stage)
         _remove_temp_files(layout)  # left by writers of a killed run
-        result = _run_locked(cfg, dataset, data, layout, force, executor, address, progress,
-                             dataset_options, t0, profile, lock.run_id, retry_errors)
+        job = Run(cfg, layout, executor, address, lock.run_id, progress)
+        job.plan(dataset, data, {**(options or {}), **dataset_options}, force, retry_errors)
+        job.execute()
+        result = job.finish(dataset, t0)
         result.setup = setup
         _remove_temp_files(layout)  # left by attempts that failed and were retried
         return result
 
 
 def _remove_temp_files(layout: RunLayout) -> None:
-    dirs = [layout.out_dir] + [layout.stage_dir(s) for s in STAGES if s != "shards"]
+    dirs = [layout.out_dir] + [layout.stage_dir(s) for s in run_stages() if s != "shards"]
     removed = [n for d in dirs for n in remove_temp_files(d)] + remove_part_temp_files(layout)
     if storage.is_remote(layout.out_dir):  # a manifest upload cut short; uploads never completed
         removed += [n for n in storage.listdir(layout.out_dir)
-                    if n.startswith("manifest.parquet.tmp-") and storage.remove(join(layout.out_dir, n))]
+                    if n.startswith("manifest.parquet.tmp-") and storage.remove(storage.join(layout.out_dir, n))]
         removed += ["(upload)"] * storage.abort_uploads(layout.out_dir)
     if removed:
         log.warning("removed %d temporary file(s) of interrupted writers in %s", len(removed),
                     storage.redact(layout.out_dir))
 
 
-def _run_locked(cfg, dataset, data, layout: RunLayout, force, executor, address, progress, dataset_options,
-                t0, profile, run_id, retry_errors=None) -> RunResult:
-    manifest = build_manifest(dataset, data, **dataset_options)
-    manifest_path = write_manifest(manifest, layout.manifest(),
-                                   row_group_size=manifest_row_group(cfg.shards.samples_per_shard))
-    fp = fingerprint(cfg)
-    tasks = shard_tasks(manifest.num_rows, cfg.shards.samples_per_shard)
-    result = RunResult(storage.redact(layout.out_dir), layout.prefix, layout.stage, clips=manifest.num_rows)
-    del manifest  # the operators read their rows from the manifest file (ManifestRows)
+def _list_dataset(dataset: str, data: str, options: dict):
+    """The manifest of the dataset; a dataset that cannot be listed at all is a setup error."""
+    try:
+        return build_manifest(dataset, data, **options)
+    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+        raise SetupError(f"cannot list dataset {dataset!r} at {storage.redact(data)}: {e}") from e
 
-    # what is left to do: shards not done, and in them the rows without a staged part
-    with_parts = staged_shards(layout)
-    pending: dict[int, list[tuple[int, int]]] = {}  # shard -> runs of rows to compute
-    left: dict[int, int] = {}
-    ready: list[dict] = []          # shards whose clips are all staged already
-    for t in tasks:
-        s = t["shard"]
-        done = None if force else is_done(layout, s)
-        if done is not None and retry_errors is not None and done.get("error"):
-            redo = restage_for_retry(layout, s, retry_errors)
-            if redo:
-                result.retried += len(redo)
-                pending[s], left[s] = row_runs(redo), len(redo)
+
+class Run:
+    """One run under the lock: what is left to do (``plan``), the executor over it
+    (``execute``), and the closing tables (``finish``)."""
+
+    def __init__(self, cfg: Config, layout: RunLayout, executor: str, address: str | None, run_id: str,
+                 progress=None):
+        self.cfg, self.layout, self.executor, self.address, self.run_id = cfg, layout, executor, address, run_id
+        self.progress = progress
+        self.tasks: list[dict] = []
+        self.pending: dict[int, list[tuple[int, int]]] = {}  # shard -> runs of rows to compute
+        self.left: dict[int, int] = {}                       # shard -> clips still to finish
+        self.ready: list[dict] = []                          # shards whose clips are all staged already
+        self.manifest_path = ""
+        self.result: RunResult | None = None
+
+    # ---- what is left to do
+    def plan(self, dataset: str, data: str, options: dict, force: bool, retry_errors) -> None:
+        cfg, layout = self.cfg, self.layout
+        manifest = _list_dataset(dataset, data, options)
+        self.manifest_path = write_manifest(manifest, layout.manifest(),
+                                            row_group_size=manifest_row_group(cfg.shards.samples_per_shard))
+        self.tasks = shard_tasks(manifest.num_rows, cfg.shards.samples_per_shard)
+        res = self.result = RunResult(storage.redact(layout.out_dir), layout.prefix, layout.stage, clips=manifest.num_rows)
+        del manifest  # the operators read their rows from the manifest file (ManifestRows)
+        with_parts = staged_shards(layout)
+        for t in self.tasks:
+            s = t["shard"]
+            done = None if force else is_done(layout, s)
+            if done is not None and retry_errors is not None and done.get("error"):
+                redo = restage_for_retry(layout, s, retry_errors)
+                if redo:
+                    res.retried += len(redo)
+                    self.pending[s], self.left[s] = row_runs(redo), len(redo)
+                    continue
+            if done is not None:
+                done["skipped"] = True
+                res.stats.append(done)
+                res.skipped_shards += 1
+                if s in with_parts:
+                    remove_parts(layout, s)  # a straggler of a killed run staged into a done shard
                 continue
-        if done is not None:
-            done["skipped"] = True
-            result.stats.append(done)
-            result.skipped_shards += 1
-            if s in with_parts:
-                remove_parts(layout, s)  # a straggler of a killed run staged into a done shard
-            continue
-        if force and s in with_parts:
-            remove_parts(layout, s)
-            with_parts.discard(s)
-        staged = staged_rows(layout, s) if s in with_parts else set()
-        rows = [(t["start"], t["stop"])] if not staged else row_runs(
-            r for r in range(t["start"], t["stop"]) if r not in staged)
-        n_rows = sum(b - a for a, b in rows)
-        result.staged_before += t["stop"] - t["start"] - n_rows
-        if n_rows:
-            pending[s], left[s] = rows, n_rows
-        else:
-            ready.append(t)
-    n_pending = sum(left.values())
-    if not force:  # the done shards (and staged clips) must have been made with these settings
-        fps = [st.get("fingerprint") for st in result.stats]
-        if with_parts:
-            fps.append(None)  # staged clips: made with the settings OUT/config.json records
-        check_resume(read_stats(layout.config()), fps, cfg, out_dir=storage.redact(layout.out_dir))
-    atomic_write_bytes(layout.config(), json.dumps(config_record(cfg), indent=1, sort_keys=True).encode())
+            if force and s in with_parts:
+                remove_parts(layout, s)
+                with_parts.discard(s)
+            staged = staged_rows(layout, s) if s in with_parts else set()
+            rows = [(t["start"], t["stop"])] if not staged else row_runs(
+                r for r in range(t["start"], t["stop"]) if r not in staged)
+            n_rows = sum(b - a for a, b in rows)
+            res.staged_before += t["stop"] - t["start"] - n_rows
+            if n_rows:
+                self.pending[s], self.left[s] = rows, n_rows
+            else:
+                self.ready.append(t)
+        if not force:  # the done shards (and staged clips) must have been made with these settings
+            fps = [st.get("fingerprint") for st in res.stats]
+            if with_parts:
+                fps.append(None)  # staged clips: made with the settings OUT/config.json records
+            check_resume(read_stats(layout.config()), fps, cfg, out_dir=storage.redact(layout.out_dir))
+        atomic_write_bytes(layout.config(), json.dumps(config_record(cfg), indent=1, sort_keys=True).encode())
 
-    use_ray = executor == "ray" and n_pending + len(ready) > 0
-    by_shard = {t["shard"]: t for t in tasks}
-
-    def committed(stats_list):
+    def _committed(self, stats_list: list[dict]) -> None:
         for st in stats_list:
-            result.stats.append(st)
-            if progress is not None:
-                progress(st, len(result.stats), len(tasks))
+            self.result.stats.append(st)
+            if self.progress is not None:
+                self.progress(st, len(self.result.stats), len(self.tasks))
 
-    with ray_output_to_file(use_ray and cfg.ray.quiet) as ray_out:
-        cpus, gpus = float(os.cpu_count() or 1), 0.0
-        if use_ray:
-            import ray
+    # ---- the work
+    def execute(self) -> None:
+        cfg, layout, res = self.cfg, self.layout, self.result
+        n_pending = sum(self.left.values())
+        use_ray = self.executor == "ray" and n_pending + len(self.ready) > 0
+        with ray_output_to_file(use_ray and cfg.ray.quiet) as ray_out:
+            cpus, gpus = float(os.cpu_count() or 1), 0.0
+            if use_ray:
+                import ray
 
-            logs = init_ray(address)
-            result.ray_logs = ray_out.move_to(logs) if ray_out is not None else logs
-            res = ray.cluster_resources()
-            cpus, gpus = float(res.get("CPU", 1)), float(res.get("GPU", 0))
-        groups = plan_groups(cfg, layout.stage, cpus, gpus)
-        result.groups = [{"name": g.name, "steps": list(g.steps), "num_cpus": g.num_cpus, "num_gpus": g.num_gpus,
-                          "batch_size": g.batch_size, "actors": [g.min_actors, g.max_actors]} for g in groups]
-        items = work_items(pending, clips_per_item(n_pending, groups[0].max_actors, cfg.shards.samples_per_shard))
-        manifest_arg = manifest_path if is_uri(manifest_path) else os.path.abspath(manifest_path)
-        committer = Committer(layout, cfg.shards.max_shard_bytes, run_id if use_ray else None, use_ray,
-                              extra={"fingerprint": fp})
-        for t in ready:
-            committed(committer.submit(t["shard"], t["start"], t["stop"]))
-        if items:
-            ex = (RayExecutor(groups, cfg, layout, manifest_arg, run_id) if use_ray
-                  else LocalExecutor(groups, cfg, layout, manifest_arg))
-            clip_progress = getattr(progress, "clip", None)
-            window = min(BREAKER_WINDOW, n_pending)
-            first: list[dict] = []
-            held: list[int] = []  # shards complete before the breaker's window passed
-            for r in ex.run(items):
-                s = r["shard"]
-                left[s] -= 1
-                result.computed += 1
-                if clip_progress is not None:
-                    clip_progress(r)
-                if len(first) < window:
-                    first.append(r)
-                    if len(first) == window:
-                        _breaker(first, layout)
-                if left[s] == 0:
-                    held.append(s)
-                if len(first) >= window:
-                    for h in held:
-                        t = by_shard[h]
-                        committed(committer.submit(h, t["start"], t["stop"]))
-                    held = []
-                committed(committer.poll())
-        committed(committer.drain())
-    missing = [s for s, n in left.items() if n > 0]
-    if missing:  # an executor that ended early: never report such a run as complete
-        raise RuntimeError(f"the executor ended with {sum(left[s] for s in missing)} clip(s) of shard(s) "
-                           f"{missing[:10]} not finished; rerun to resume")
-    result.stats.sort(key=lambda st: st["shard"])
-    result.shards = len(result.stats)
-    result.ok = sum(s["ok"] for s in result.stats)
-    result.error = sum(s["error"] for s in result.stats)
-    result.filtered = sum(s["filtered"] for s in result.stats)
-    table = collect_tables(layout, [t["shard"] for t in tasks], ("error", "filtered"))
-    for reason in table.column("reason").to_pylist():
-        result.reasons[reason] = result.reasons.get(reason, 0) + 1
-    d = layout.stage_dir()
-    for status, name in (("error", "errors"), ("filtered", "filtered")):  # atomic: no partial table
-        write_status(join(d, f"{name}.parquet"), table.filter(pa.compute.equal(table["status"], status)).to_pylist())
-    if layout.stage == "shards":
-        result.index = write_index(layout.out_dir, layout.prefix, result.stats, {
-            "dataset": dataset, "profile": profile.name, "clips": result.clips, "ok": result.ok,
-            "error": result.error, "filtered": result.filtered,
-        })
-    result.seconds = time.perf_counter() - t0
-    return result
+                logs = init_ray(self.address)
+                res.ray_logs = ray_out.move_to(logs) if ray_out is not None else logs
+                resources = ray.cluster_resources()
+                cpus, gpus = float(resources.get("CPU", 1)), float(resources.get("GPU", 0))
+            groups = plan_groups(cfg, layout.stage, cpus, gpus)
+            res.groups = describe(groups)
+            items = work_items(self.pending, clips_per_item(n_pending, groups[0].max_actors, cfg.shards.samples_per_shard))
+            manifest = self.manifest_path if storage.is_uri(self.manifest_path) else os.path.abspath(self.manifest_path)
+            committer = Committer(layout, cfg.shards.max_shard_bytes, self.run_id if use_ray else None, use_ray,
+                                  extra={"fingerprint": fingerprint(cfg), "stages": list(clip_stages())},
+                                  retries=cfg.ray.retries)
+            for t in self.ready:
+                self._committed(committer.submit(t["shard"], t["start"], t["stop"]))
+            if items:
+                ex = (RayExecutor(groups, cfg, layout, manifest, self.run_id) if use_ray
+                      else LocalExecutor(groups, cfg, layout, manifest))
+                self._consume(ex.run(items), committer, min(BREAKER_WINDOW, n_pending))
+            self._committed(committer.drain())
+        missing = [s for s, n in self.left.items() if n > 0]
+        if missing:  # an executor that ended early: never report such a run as complete
+            raise RuntimeError(f"the executor ended with {sum(self.left[s] for s in missing)} clip(s) of shard(s) "
+                               f"{missing[:10]} not finished; rerun to resume")
+
+    def _consume(self, results, committer: Committer, window: int) -> None:
+        """Count finished clips, watch the first ``window`` (the circuit breaker) and commit each
+        shard whose clips are all staged (after the window has passed)."""
+        by_shard = {t["shard"]: t for t in self.tasks}
+        clip_progress = getattr(self.progress, "clip", None)
+        first: list[dict] = []
+        held: list[int] = []  # shards complete before the breaker's window passed
+        for r in results:
+            s = r["shard"]
+            self.left[s] -= 1
+            self.result.computed += 1
+            if clip_progress is not None:
+                clip_progress(r)
+            if len(first) < window:
+                first.append(r)
+                if len(first) == window:
+                    _breaker(first, self.layout)
+            if self.left[s] == 0:
+                held.append(s)
+            if len(first) >= window:
+                for h in held:
+                    t = by_shard[h]
+                    self._committed(committer.submit(h, t["start"], t["stop"]))
+                held = []
+            self._committed(committer.poll())
+
+    # ---- the closing tables
+    def finish(self, dataset: str, t0: float) -> RunResult:
+        res, layout = self.result, self.layout
+        res.stats.sort(key=lambda st: st["shard"])
+        res.shards = len(res.stats)
+        res.ok = sum(s["ok"] for s in res.stats)
+        res.error = sum(s["error"] for s in res.stats)
+        res.filtered = sum(s["filtered"] for s in res.stats)
+        table = collect_tables(layout, [t["shard"] for t in self.tasks], ("error", "filtered"))
+        for reason in table.column("reason").to_pylist():
+            res.reasons[reason] = res.reasons.get(reason, 0) + 1
+        d = layout.stage_dir()
+        for status, name in (("error", "errors"), ("filtered", "filtered")):  # atomic: no partial table
+            write_status(storage.join(d, f"{name}.parquet"),
+                         table.filter(pa.compute.equal(table["status"], status)).to_pylist())
+        if layout.stage == "shards":
+            res.index = write_index(layout.out_dir, layout.prefix, res.stats, {
+                "dataset": dataset, "profile": self.cfg.get_profile().name, "clips": res.clips, "ok": res.ok,
+                "error": res.error, "filtered": res.filtered,
+            })
+        res.seconds = time.perf_counter() - t0
+        return res
 
 
 def _breaker(first: list[dict], layout: RunLayout) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from collections import Counter
 
+from pipeline.steps import clip_stages
 from pipeline.tools.report import text_table
-from schemas.status import CLIP_STAGES
 
 
 def _hms(seconds: float | None) -> str:
@@ -17,8 +17,8 @@ def _hms(seconds: float | None) -> str:
 
 
 def _stage_order(names) -> list[str]:
-    names = set(names)
-    return [k for k in CLIP_STAGES if k in names] + sorted(names - set(CLIP_STAGES))
+    names, stages = set(names), clip_stages()
+    return [k for k in stages if k in names] + sorted(names - set(stages))
 
 
 class RunProgress:

@@ -179,9 +179,9 @@ def collect(out_dir: str, max_samples: int | None = None) -> dict[str, Any]:
     for st in shard_stats:
         stage_seconds.update(st.get("stage_seconds") or {})
     ok = by_status.get("ok", 0)
-    from schemas.status import CLIP_STAGES
-
-    order = [k for k in CLIP_STAGES if k in stage_seconds] + sorted(set(stage_seconds) - set(CLIP_STAGES))
+    # the run's stage order, as the driver recorded it in each shard's stats
+    run_order = next((st["stages"] for st in shard_stats if st.get("stages")), [])
+    order = [k for k in run_order if k in stage_seconds] + sorted(set(stage_seconds) - set(run_order))
     stages = {k: {"seconds": round(stage_seconds[k], 3),
                   "clips_per_second": (ok / stage_seconds[k] if stage_seconds[k] > 0 else None)} for k in order}
 

@@ -187,6 +187,36 @@ def test_cli_config_file_error_names_the_file(tmp_path):
     assert res.exit_code == 2 and f"error: flow.step: got 'abc', should be a valid number (in {path})" in res.output
 
 
+def test_cli_dataset_option_named_like_a_run_setting_exits_2(tmp_path):
+    """``-o force=1`` is an adapter option, not --force: refused by the adapter with its options."""
+    from pipeline.testdata.sample_data import build_sample
+
+    data = build_sample(str(tmp_path / "data"))
+    out = tmp_path / "out"
+    res, _ = _cli(["--dataset", "sample", "--data", data, "--out", str(out), "--executor", "local", "-o", "force=1"])
+    assert res.exit_code == 2, res.output
+    assert "dataset 'sample' has no option force (-o KEY=VALUE); its options: csv" in res.output
+    assert not any(p.name.endswith((".tar", ".stats.json")) for p in out.iterdir())
+
+
+def test_cli_unexpected_failure_exits_1_with_the_traceback_in_a_log(tmp_path, monkeypatch):
+    """A bug in the driver is not a setup error: exit 1, one line, the traceback in a log file."""
+    import re
+
+    import pipeline.run as run_package
+
+    def broken(*args, **kw):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(run_package, "run", broken)
+    res = CliRunner().invoke(__import__("pipeline.cli", fromlist=["app"]).app, ["run", "--out", str(tmp_path)])
+    assert res.exit_code == 1, res.output
+    line = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+    assert len(line) == 1 and "the run failed unexpectedly: KeyError: 'a bug'" in line[0]
+    log = re.search(r"traceback in (\S+)\)", line[0]).group(1)
+    assert "KeyError: 'a bug'" in open(log).read() and "Traceback" in open(log).read()
+
+
 def test_cli_retry_errors_and_exit_1_without_samples(tmp_path, monkeypatch):
     from pipeline.run import RunResult
 
@@ -214,7 +244,7 @@ def test_pyproject_declares_pydantic():
 def test_plugin_mask_sources_and_trackers_are_valid_names(tmp_path):
     """entities.masks and entities.tracker are checked against the registries when the
     config is read (a plugin's names count); an unknown name is refused with the valid values."""
-    from stages.entities import EntityStage
+    from pipeline.clip.loop import ClipSteps
     from stages.entities.masks import MASK_SOURCES
     from stages.entities.tracking import TRACKERS
 
@@ -231,9 +261,9 @@ def test_plugin_mask_sources_and_trackers_are_valid_names(tmp_path):
     try:
         cfg = config_from_dict({"plugins": [plugin], "entities": {"masks": "mymasks", "tracker": "MyTracker"}})
         assert cfg.entities.masks == "mymasks" and cfg.entities.tracker == "mytracker"
-        stage = EntityStage(cfg.entities)
-        assert stage.mask_source_names() == ("mymasks",)
-        assert stage.mask_source("mymasks").name == "motion" and stage.tracker.name == "flow"
+        steps = ClipSteps(cfg)
+        assert set(steps["entity_masks"].setup()) == {"masks.mymasks", "backward_flow"}
+        assert steps["entity_masks"].source("mymasks").name == "motion" and steps["entity_tracks"].tracker.name == "flow"
         with pytest.raises(ConfigError, match=r"'grabcut' is not one of auto, gt, sam, motion, mymasks, none"):
             Config().replace(**{"entities.masks": "grabcut"})
     finally:

@@ -12,7 +12,7 @@ import pytest
 from pipeline.config import CaptionConfig, Config, load_config
 from pipeline.inputs.manifest import build_manifest
 from pipeline.testdata.synthetic import random_scene, write_mp4
-from pipeline.clip.processor import ClipProcessor
+from pipeline.clip.loop import ClipSteps
 
 DATASET_CAPTION = "a red ball rolls to the left"
 
@@ -36,14 +36,15 @@ def _rows(root):
     return sorted(build_manifest("videohd", root).to_pylist(), key=lambda r: r["source_id"])
 
 
-def test_clip_processor_auto_keeps_dataset_captions_and_fills_the_rest(videohd, tiny_blip2):
-    proc = ClipProcessor(_cfg(tiny_blip2, device="cpu", max_new_tokens=5))
-    states = [proc.run(r, until="captions").sample for r in _rows(videohd)]
+def test_captions_step_auto_keeps_dataset_captions_and_fills_the_rest(videohd, tiny_blip2):
+    proc = ClipSteps(_cfg(tiny_blip2, device="cpu", max_new_tokens=5))
+    step = proc["captions"]
+    states = [proc.process(r, until="captions").sample for r in _rows(videohd)]
     a, b, c = states
     assert a.caption == DATASET_CAPTION
     assert a.meta["caption"] == {"source": "dataset", "model": None, "prompt": None, "frames": None,
                                     "max_new_tokens": None}
-    digest = proc.captioner.describe()["model"]
+    digest = step.captioner.describe()["model"]
     assert digest.startswith("tiny-blip2@") and len(digest.split("@")[1]) == 12
     for s in (b, c):
         assert s.meta["caption"] == {"source": "blip2", "model": digest, "prompt": None, "frames": [0],
@@ -51,54 +52,59 @@ def test_clip_processor_auto_keeps_dataset_captions_and_fills_the_rest(videohd, 
         assert s.meta["caption_empty"] == (not s.caption.strip())
     # The batched call a GPU operator makes gives the same captions as one clip at a time.
     rows = _rows(videohd)
-    fresh = [proc.run(r, until="decode").sample for r in rows]
-    assert [s.caption for s in proc.captions_many(fresh)] == [s.caption for s in states]
-    rest = proc.run(rows[1], until="flow", sample=fresh[1])     # goes on after the batched call
+    fresh = [proc.process(r, until="decode") for r in rows]
+    proc.run(fresh, ["captions"])                               # the three clips in one model call
+    assert [w.sample.caption for w in fresh] == [s.caption for s in states]
+    assert [w.stages_done for w in fresh] == [["decode", "captions"]] * 3
+    rest = proc.process(rows[1], until="flow", sample=fresh[1].sample)  # goes on after the batched call
     assert "captions" not in rest.timings and rest.stages_done == ["decode", "captions", "flow"]
     # It captioned the frames the shard stores (the JPEG round trip), first frame by default.
-    assert proc.captioner.caption_many([b.frames[:1]]) == [b.caption]
+    assert step.captioner.caption_many([b.frames[:1]]) == [b.caption]
 
 
 def test_modes_dataset_blip2_none(videohd, tiny_blip2):
     rows = _rows(videohd)
-    dataset = ClipProcessor(_cfg(tiny_blip2, source="dataset"))
-    s = [dataset.run(r, until="captions").sample for r in rows]
+    dataset = ClipSteps(_cfg(tiny_blip2, source="dataset"))
+    s = [dataset.process(r, until="captions").sample for r in rows]
     assert [x.meta["caption"]["source"] for x in s] == ["dataset", "none", "none"]
-    assert [x.meta["caption_empty"] for x in s] == [False, True, True] and dataset.captioner is None
-    blip2 = ClipProcessor(_cfg(tiny_blip2, source="blip2", device="cpu", max_new_tokens=4, frames=("first", "last")))
-    s = [blip2.run(r, until="captions").sample for r in rows]
+    assert [x.meta["caption_empty"] for x in s] == [False, True, True] and dataset["captions"].captioner is None
+    blip2 = ClipSteps(_cfg(tiny_blip2, source="blip2", device="cpu", max_new_tokens=4, frames=("first", "last")))
+    s = [blip2.process(r, until="captions").sample for r in rows]
     assert [x.meta["caption"]["source"] for x in s] == ["blip2"] * 3
     assert s[0].meta["caption"]["frames"] == [0, 7]
-    none = ClipProcessor(_cfg(None, source="none"))
-    s = none.run(rows[0], until="captions").sample
+    none = ClipSteps(_cfg(None, source="none"))
+    s = none.process(rows[0], until="captions").sample
     assert s.caption == "" and s.meta["caption"]["source"] == "none" and s.meta["caption_empty"]
-    auto_no_model = ClipProcessor(_cfg(None))          # today's behaviour: dataset or empty
-    s = [auto_no_model.run(r, until="captions").sample for r in rows]
+    auto_no_model = ClipSteps(_cfg(None))          # today's behaviour: dataset or empty
+    s = [auto_no_model.process(r, until="captions").sample for r in rows]
     assert [x.meta["caption"]["source"] for x in s] == ["dataset", "none", "none"]
 
 
 def test_the_captioner_comes_from_the_registry(tiny_blip2):
-    """The processor builds its captioner as ``CAPTIONERS`` entry "blip2" (so a plugin's
-    replacement is used), with the caption settings as options; ``dataset`` builds none."""
+    """The captions step builds its captioner as ``CAPTIONERS`` entry "blip2" (so a plugin's
+    replacement is used), once per process, with the caption settings as options; ``dataset``
+    builds none."""
     from stages.captions import CAPTIONERS, Blip2Captioner
 
     made = []
     CAPTIONERS.register("blip2", lambda **kw: made.append(kw) or "fake captioner")
     try:
-        proc = ClipProcessor(_cfg(tiny_blip2, source="blip2", device="cpu", max_new_tokens=4))
-        assert proc.captioner == "fake captioner" and proc.captioner == "fake captioner" and len(made) == 1
+        step = ClipSteps(_cfg(tiny_blip2, source="blip2", device="cpu", max_new_tokens=4))["captions"]
+        assert step.captioner == "fake captioner" and step.captioner == "fake captioner" and len(made) == 1
         assert made[0] == {"model_dir": tiny_blip2, "device": "cpu", "batch_size": 8, "prompt": None,
                            "max_new_tokens": 4, "frames": ("first",), "dtype": "auto"}
-        assert ClipProcessor(_cfg(tiny_blip2, source="dataset")).captioner is None and len(made) == 1
+        assert ClipSteps(_cfg(tiny_blip2, source="dataset"))["captions"].captioner is None and len(made) == 1
     finally:
         CAPTIONERS.register("blip2", Blip2Captioner)
 
 
 def test_missing_model_folder_fails_before_any_clip(tmp_path):
-    with pytest.raises(FileNotFoundError, match="caption model folder .* does not exist"):
-        ClipProcessor(_cfg(str(tmp_path / "nope")))
-    with pytest.raises(ValueError, match="needs --caption-model"):
-        ClipProcessor(_cfg(None, source="blip2"))
+    from pipeline.steps import SetupError
+
+    with pytest.raises(SetupError, match="caption model folder .* does not exist"):
+        ClipSteps(_cfg(str(tmp_path / "nope")))["captions"].setup()
+    with pytest.raises(SetupError, match="needs --caption-model"):
+        ClipSteps(_cfg(None, source="blip2"))["captions"].setup()
 
 
 def test_config_section_from_yaml(tmp_path):

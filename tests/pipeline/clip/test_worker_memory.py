@@ -10,7 +10,7 @@ CHILD = r"""
 import resource, sys
 import numpy as np
 sys.path.insert(0, ".")
-import pipeline.clip.processor  # the modules a worker has loaded (their libraries shape the heap)
+import pipeline.clip.loop  # the modules a worker has loaded (their libraries shape the heap)
 if sys.argv[1] == "tuned":
     from pipeline.clip.runtime import keep_freed_memory
     assert keep_freed_memory()

@@ -11,7 +11,7 @@ import time
 import pyarrow.fs as pafs
 import pytest
 
-from pipeline import io
+from pipeline import storage
 from pipeline.inputs.adapters import ADAPTERS, register_adapter
 from pipeline.inputs.manifest import build_manifest, read_manifest, write_manifest
 from pipeline.inputs.listing import format_duration, make_clip_id, parse_duration, unique_clip_ids
@@ -167,7 +167,7 @@ def test_webvid_csv_discovery_and_options(tmp_path, tiny_mp4):
         build_manifest("webvid", root, csv="nope.csv")
     with pytest.raises(ValueError):
         build_manifest("webvid", tmp_path / "empty-nonexistent")
-    with pytest.raises(ValueError, match="unexpected keyword"):
+    with pytest.raises(ValueError, match="has no option captions .*its options: csv"):
         build_manifest("webvid", root, csv="other.csv", captions="x")
 
 
@@ -185,7 +185,7 @@ def test_webvid_via_file_uri_and_sample_name(webvid_data):
     assert all(r["dataset"] == "sample" and r["clip_id"].startswith("sample_") for r in recs)
     assert recs[0]["source"] == "file://" + str(root) + "/000001_000050/1001.mp4"
     assert recs[1]["source"].endswith("/videos/1002.mp4")
-    with io.local_path(recs[0]["source"]) as p:
+    with storage.local_path(recs[0]["source"]) as p:
         assert os.path.samefile(p, root / "000001_000050" / "1001.mp4")
 
 
@@ -294,32 +294,32 @@ def test_io_helpers(tmp_path):
     (tmp_path / "d" / "e").mkdir(parents=True)
     (tmp_path / "d" / "b.txt").write_text("héllo", encoding="utf-8")
     (tmp_path / "d" / "e" / "c.bin").write_bytes(b"\x00\x01")
-    fs, p = io.resolve("relative/x")
+    fs, p = storage.resolve("relative/x")
     assert isinstance(fs, pafs.LocalFileSystem) and os.path.isabs(p)
-    assert io.join("s3://bucket/root/", "a", "b.mp4") == "s3://bucket/root/a/b.mp4"
-    assert io.join("s3://bucket/root?region=eu", "a") == "s3://bucket/root/a?region=eu"
-    assert io.join("gs://bucket", "x/y") == "gs://bucket/x/y"
-    assert io.join(str(tmp_path), "d", "b.txt") == os.path.join(str(tmp_path), "d", "b.txt")
+    assert storage.join("s3://bucket/root/", "a", "b.mp4") == "s3://bucket/root/a/b.mp4"
+    assert storage.join("s3://bucket/root?region=eu", "a") == "s3://bucket/root/a?region=eu"
+    assert storage.join("gs://bucket", "x/y") == "gs://bucket/x/y"
+    assert storage.join(str(tmp_path), "d", "b.txt") == os.path.join(str(tmp_path), "d", "b.txt")
     base = "file://" + str(tmp_path)
-    assert io.exists(io.join(base, "d", "b.txt")) and not io.exists(io.join(base, "nope"))
-    assert io.read_text(io.join(base, "d", "b.txt")) == "héllo"
-    assert io.read_bytes(str(tmp_path / "d" / "e" / "c.bin")) == b"\x00\x01"
-    assert io.list_dir(io.join(base, "d")) == ["b.txt", "e"]
-    assert io.walk_files(tmp_path / "d") == ["b.txt", "e/c.bin"]
+    assert storage.exists(storage.join(base, "d", "b.txt")) and not storage.exists(storage.join(base, "nope"))
+    assert storage.read_text(storage.join(base, "d", "b.txt")) == "héllo"
+    assert storage.read_bytes(str(tmp_path / "d" / "e" / "c.bin")) == b"\x00\x01"
+    assert storage.listdir(storage.join(base, "d")) == ["b.txt", "e"]
+    assert storage.walk_files(tmp_path / "d") == ["b.txt", "e/c.bin"]
     with pytest.raises(FileNotFoundError):
-        io.list_dir(tmp_path / "nope")
+        storage.listdir(tmp_path / "nope", missing_ok=False)
 
 
 def test_local_path_downloads_remote_files(tmp_path, monkeypatch):
     (tmp_path / "clip.mp4").write_bytes(b"video bytes")
     remote = pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem())  # not a LocalFileSystem
-    monkeypatch.setattr(io, "resolve", lambda uri: (remote, "clip.mp4"))
-    with io.local_path("s3://bucket/clip.mp4") as p:
+    monkeypatch.setattr(storage.files, "resolve", lambda uri: (remote, "clip.mp4"))
+    with storage.local_path("s3://bucket/clip.mp4") as p:
         assert p != str(tmp_path / "clip.mp4") and p.endswith(".mp4")
         assert open(p, "rb").read() == b"video bytes"
     assert not os.path.exists(p)
     with pytest.raises(RuntimeError):
-        with io.local_path("s3://bucket/clip.mp4") as p2:
+        with storage.local_path("s3://bucket/clip.mp4") as p2:
             raise RuntimeError("boom")
     assert not os.path.exists(p2)
 

@@ -321,40 +321,42 @@ def test_size_and_length_caps(corpus, tmp_path):
 def test_isolated_runner_replaces_a_crashed_or_hung_child(corpus):
     """The runner used by the executors, directly: a real SIGSEGV and a real hang in the child
     cost one clip each (bounded attempts), and the next clip runs in a fresh child."""
-    from pipeline.inputs.manifest import build_manifest
     from pipeline.clip.isolation import IsolatedRunner
+    from pipeline.clip.work import ClipWork
+    from pipeline.inputs.manifest import build_manifest
     from schemas.sample import encode_sample
-    from stages.errors import ClipError
+
+    up_to = {"flow": ["decode", "captions", "flow"], "trajectories": ["decode", "captions", "flow", "motion", "anchors"]}
+
+    def clip(row, until, sample=None):
+        return runner(ClipWork(row=row, shard=0, sample=sample), up_to[until])
 
     root, plugin, _ = corpus
     rows = {r["source_id"]: r for r in build_manifest("webvid", str(root)).to_pylist()}
     runner = IsolatedRunner(corpus_config(plugin), retries=1, stage_timeout_s=2.0)
     try:
-        run = runner(None, rows["good"], "trajectories", None)
+        run = clip(rows["good"], "trajectories")
         st = run.sample
-        assert st.frames.shape == (8, 192, 320, 3) and run.stages_done[-1] == "trajectories"
+        assert not run.done and st.frames.shape == (8, 192, 320, 3) and run.stages_done[-1] == "trajectories"
         assert st.key == rows["good"]["clip_id"] and set(run.timings) >= {"decode", "flow"}
         runner.encoded = True  # what the executors use: the child sends the encoded members
-        enc = runner(None, rows["good"], "trajectories", None)
+        enc = clip(rows["good"], "trajectories")
         assert enc.members == encode_sample(st) and enc.sample.frames is None and enc.sample.meta == st.meta
         runner.encoded = False
         pid = runner.child_pid
-        with pytest.raises(ClipError) as e:
-            runner(None, rows["segv"], "trajectories", None)
-        assert e.value.reason == "crashed" and "SIGSEGV" in e.value.message and "stage flow" in e.value.message
+        bad = clip(rows["segv"], "trajectories")
+        assert bad.reason == "crashed" and "SIGSEGV" in bad.message and "stage flow" in bad.message
         assert runner.crashes == 2 and runner.starts == 2 and runner.child_pid is None
-        st2 = runner(None, rows["good"], "flow", None).sample  # a fresh child, same result
+        st2 = clip(rows["good"], "flow").sample  # a fresh child, same result
         assert runner.child_pid not in (None, pid) and runner.starts == 3
         np.testing.assert_array_equal(st2.frames, st.frames)
         np.testing.assert_array_equal(st2.flow, st.flow)
-        with pytest.raises(ClipError) as e:
-            runner(None, rows["hang"], "flow", None)
-        assert e.value.reason == "timeout" and runner.timeouts == 2
-        with pytest.raises(ClipError) as e:  # ordinary clip errors come back as they are
-            runner(None, rows["tiny16"], "flow", None)
-        assert e.value.reason == "too_small" and runner.starts == 5
-        # state from a stage cache goes in and the remaining stages run in the child
-        st3 = runner(None, rows["good"], "trajectories", st2)
+        hung = clip(rows["hang"], "flow")
+        assert hung.reason == "timeout" and runner.timeouts == 2
+        small = clip(rows["tiny16"], "flow")  # ordinary clip errors come back as they are
+        assert (small.status, small.reason) == ("error", "too_small") and runner.starts == 5
+        # state from a stage cache goes in and the remaining steps run in the child
+        st3 = clip(rows["good"], "trajectories", st2)
         assert st3.stages_done[-1] == "trajectories" and "decode" not in st3.timings
     finally:
         runner.close()

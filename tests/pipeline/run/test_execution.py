@@ -36,16 +36,16 @@ def test_gpu_stages_get_their_own_operators():
     groups = plan_groups(cfg, "shards", cluster_cpus=16, cluster_gpus=2)
     # the flow operator also makes the backward flow of the anchors' reliability (motion rides along)
     assert [(g.name, g.steps, g.gpu) for g in groups] == [
-        ("cpu", ("decode", "captions"), False), ("flow", ("flow", "motion", "trajectories"), True),
+        ("cpu", ("decode", "captions"), False), ("flow", ("flow", "motion", "anchors"), True),
         ("masks", ("entity_masks",), True), ("cpu2", ("entity_tracks",), False)]
     flow, masks = groups[1], groups[2]
     assert flow.num_gpus == 0.5 and flow.max_actors == 4 and flow.batch_size == 4
     assert masks.num_gpus == 0.25 and masks.max_actors == 8 and masks.batch_size == 16
-    # without reliability the flow operator is the flow alone, and the entity checks' backward
-    # flow from the flow model is a GPU step of its own
+    # without reliability the anchors are CPU work (motion, light, still rides along the flow),
+    # and the entity checks' backward flow from the flow model is a GPU step of its own
     plain = plan_groups(cfg.replace(**{"trajectories.reliability": False}), "shards", 16, 2)
     assert [(g.name, g.steps) for g in plain] == [
-        ("cpu", ("decode", "captions")), ("flow", ("flow",)), ("cpu2", ("motion", "trajectories")),
+        ("cpu", ("decode", "captions")), ("flow", ("flow", "motion")), ("cpu2", ("anchors",)),
         ("masks", ("entity_masks",)), ("tracks", ("entity_tracks",)), ("cpu3", ())]
     assert groups[0].first and groups[-1].last and not any(g.fused for g in groups)
     # --stage flow: only the steps up to flow, then a CPU group that writes the parts

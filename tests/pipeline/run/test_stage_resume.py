@@ -40,5 +40,7 @@ def test_stage_flow_then_shards_resumes_and_matches_direct_run(sample, tmp_path)
 
 
 def test_unknown_stage_is_refused(sample, tmp_path):
-    with pytest.raises(ValueError, match="unknown stage"):
+    from pipeline.steps import SetupError
+
+    with pytest.raises(SetupError, match="unknown stage"):
         run(Config(), "sample", sample, str(tmp_path / "o"), stage="nope", executor="local")

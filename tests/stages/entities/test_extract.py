@@ -6,11 +6,11 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.clip.processor import ClipProcessor
+from pipeline.clip.loop import ClipSteps
 from pipeline.config import Config, EntityConfig
 from pipeline.testdata.synthetic import disc, rect, render_scene, write_vipseg
 from schemas.sample import Sample, decode_jpeg, decode_sample, dequantize_flow, encode_jpeg, encode_sample
-from stages.entities import EntityStage, choose_mask_source, make_entity_stage
+from stages.entities import choose_mask_source
 from stages.entities.incircle import incircle, incircles
 from stages.errors import ClipError
 
@@ -117,12 +117,14 @@ def test_auto_rule_and_stage_construction():
     with pytest.raises(ClipError) as e:
         choose_mask_source("gt", {"dataset": "webvid"}, None)
     assert e.value.reason == "missing_masks"
-    assert make_entity_stage(EntityConfig(masks="none")) is None
-    assert make_entity_stage(EntityConfig(enabled=False)) is None
+    off = [ClipSteps(Config(entities=EntityConfig(masks="none"))), ClipSteps(Config(entities=EntityConfig(enabled=False)))]
+    for steps in off:   # no mask step; the track step records that there are no entities
+        assert "entity_masks" not in steps.names and "entity_tracks" in steps.names
+        assert steps.apply(["entity_tracks"], Sample(key="c")).meta["entities"] is None
     with pytest.raises(ValueError, match="entities.masks"):  # config.ConfigError
-        make_entity_stage(EntityConfig(masks="grabcut"))
+        EntityConfig(masks="grabcut")
     with pytest.raises(ValueError, match="entities.tracker"):
-        make_entity_stage(EntityConfig(tracker="raft"))
+        EntityConfig(tracker="raft")
 
 
 SHAPES = [disc((60, 60), 22, velocity=(2.0, 0.5)), rect((140.5, 50.5), (40, 30), velocity=(-1.5, 1.0)),
@@ -136,9 +138,9 @@ def clip(tmp_path_factory):
     scene = render_scene(W, H, 6, SHAPES, background_velocity=(0.5, 0.25), seed=4)
     info = write_vipseg(root, "v", scene)
     cfg = Config(profile="dragnuwa-ld", frames=6)
-    proc = ClipProcessor(cfg)
+    proc = ClipSteps(cfg)
     frames = np.stack([decode_jpeg(encode_jpeg(f, 95)) for f in scene.frames])
-    flow = dequantize_flow(proc.flow_backend.forward(frames))
+    flow = dequantize_flow(proc["flow"].backend.forward(frames))
     meta = {"profile": {"width": W, "height": H}, "source_size": [W, H], "resized_size": [W, H],
             "resize_scale": [1.0, 1.0], "crop_offset": [0, 0], "source_frame_indices": list(range(6)),
             "source_frame_names": [n + ".jpg" for n in info["frames"]]}
@@ -146,10 +148,17 @@ def clip(tmp_path_factory):
     return scene, frames, flow, meta, row, proc
 
 
+ENTITY_STEPS = ("entity_masks", "entity_tracks")
+
+
+def _entities(sample, row, **kw):
+    """The two entity steps of a run with these entity settings, on one sample."""
+    return ClipSteps(Config(profile="dragnuwa-ld", frames=6, entities=EntityConfig(**kw))).apply(ENTITY_STEPS, sample, row)
+
+
 def _run(clip, **kw):
     scene, frames, flow, meta, row, proc = clip
-    stage = EntityStage(EntityConfig(**kw), None, lambda: proc.flow_backend)
-    return stage(Sample(key="c", frames=frames, flow=flow, meta=dict(meta)), row)
+    return _entities(Sample(key="c", frames=frames, flow=flow, meta=dict(meta)), row, **kw)
 
 
 def test_stage_outputs_and_meta(clip):
@@ -191,8 +200,8 @@ def test_void_background_and_area_rules(clip):
 def test_ids_are_renumbered_when_0_is_an_entity(clip, tmp_path):
     scene, frames, flow, meta, row, proc = clip
     info = write_vipseg(tmp_path, "v", scene, background_id=0)   # background written as 0
-    stage = EntityStage(EntityConfig(void_ids=(), min_radius=1.0), None, lambda: proc.flow_backend)
-    s = stage(Sample(frames=frames, flow=flow, meta=dict(meta)), {**row, "masks": info["panomasks"]})
+    s = _entities(Sample(frames=frames, flow=flow, meta=dict(meta)), {**row, "masks": info["panomasks"]},
+                  void_ids=(), min_radius=1.0)
     e = s.meta["entities"]
     assert list(s.entity_ids) == [1, 2, 3, 4] and e["source_ids"] == [0, 6100, 6101, 6102]
     assert e["ids"].startswith("renumbered")
@@ -201,12 +210,12 @@ def test_ids_are_renumbered_when_0_is_an_entity(clip, tmp_path):
 
 def test_gt_without_masks_is_a_clip_error(clip):
     scene, frames, flow, meta, row, proc = clip
-    stage = EntityStage(EntityConfig(masks="gt"), None, lambda: proc.flow_backend)
     with pytest.raises(ClipError) as e:
-        stage(Sample(frames=frames, flow=flow, meta=dict(meta)), {**row, "masks": None})
+        _entities(Sample(frames=frames, flow=flow, meta=dict(meta)), {**row, "masks": None}, masks="gt")
     assert e.value.reason == "missing_masks"
     with pytest.raises(ClipError) as e:   # a mask folder without this frame's mask
-        stage(Sample(frames=frames, flow=flow, meta={**meta, "source_frame_names": ["99999999.jpg"]}), row)
+        _entities(Sample(frames=frames, flow=flow, meta={**meta, "source_frame_names": ["99999999.jpg"]}), row,
+                  masks="gt")
     assert e.value.reason == "missing_masks"
 
 
@@ -222,14 +231,17 @@ def test_motion_source_through_the_stage(clip):
 def test_backward_flow_choice(clip):
     """entities.backward_flow: auto (DIS balanced next to a CPU flow backend), same (the flow
     backend), a DIS preset; recorded in meta; an unknown name is a clear error."""
-    proc = clip[-1]
+    from pipeline.steps.flow import backward_backend, main_flow
 
-    def main():
-        return proc.flow_backend
+    def backward(choice):
+        cfg = Config(entities=EntityConfig(backward_flow=choice))
+        steps = ClipSteps(cfg)
+        return backward_backend(cfg, steps.backends), main_flow(cfg, steps.backends)
 
     s = _run(clip, min_radius=4.0)
     assert s.meta["entities"]["backward_flow"]["preset"] == "balanced"
-    assert EntityStage(EntityConfig(backward_flow="same"), None, main).backward_backend() is proc.flow_backend
-    assert EntityStage(EntityConfig(backward_flow="ultrafast"), None, main).backward_backend().preset == "ultrafast"
+    back, main = backward("same")
+    assert back is main
+    assert backward("ultrafast")[0].preset == "ultrafast"
     with pytest.raises(ValueError, match="backward_flow"):
-        EntityStage(EntityConfig(backward_flow="raft"), None, main).backward_backend()
+        EntityConfig(backward_flow="raft")

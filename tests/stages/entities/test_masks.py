@@ -9,7 +9,8 @@ from pipeline.config import EntityConfig
 from pipeline.testdata.synthetic import disc, random_scene, rect, render_scene, write_vipseg
 from schemas.sample import Sample, decode_jpeg, encode_jpeg
 from stages.decode import clip_rng, decode_frame_folder
-from stages.entities import EntityStage
+from pipeline.clip.loop import ClipSteps
+from pipeline.config import Config
 from stages.entities.masks import NO_ENTITY
 from stages.entities.masks_gt import GtMaskSource, map_ids_to_profile, read_id_map
 from stages.entities.masks_motion import MotionMaskSource, fb_reliability, segment_motion
@@ -130,9 +131,15 @@ def test_sam_through_the_entity_stage(tiny_sam):
     frames = np.stack([decode_jpeg(encode_jpeg(f, 95)) for f in scene.frames])
     cfg = EntityConfig(masks="auto", sam_model="tiny_test", sam_checkpoint=path, device="cpu",
                        sam=dict(SAM_PARAMS), min_radius=1.0)
-    stage = EntityStage(cfg)
+    import torch
+
     fb = make_flow_backend("dis")
-    s = stage(Sample(frames=frames, flow=fb.forward(frames)), {"masks": None})
+    threads = torch.get_num_threads()  # ClipSteps sizes a worker's pools; test_sam_amg wants torch's default
+    try:
+        s = ClipSteps(Config(entities=cfg)).apply(["entity_masks", "entity_tracks"],
+                                                  Sample(frames=frames, flow=fb.forward(frames)), {"masks": None})
+    finally:
+        torch.set_num_threads(threads)
     e = s.meta["entities"]
     assert (e["mask_source"], e["model"]) == ("sam", "sam_tiny_test")
     assert e["mask_source_reason"] == "auto: no dataset masks; a SAM checkpoint is configured"

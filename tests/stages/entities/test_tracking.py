@@ -10,7 +10,8 @@ import pytest
 from pipeline.config import EntityConfig
 from pipeline.testdata.synthetic import disc, rect, render_scene
 from schemas.sample import Sample, decode_jpeg, dequantize_flow, encode_jpeg
-from stages.entities import EntityStage
+from pipeline.clip.loop import ClipSteps
+from pipeline.config import Config
 from stages.entities.incircle import incircles
 from stages.errors import ClipError
 from stages.flow.base import make_flow_backend
@@ -145,12 +146,13 @@ def test_missing_cotracker_says_how_to_install(tmp_path):
     msg = e.value.message
     assert "pip install git+https://github.com/facebookresearch/co-tracker" in msg
     assert "--cotracker-checkpoint" in msg and "CC BY-NC" in msg and msg.startswith(COTRACKER_INSTALL_HINT)
-    # through the entity stage: a clip error naming the fix, for every clip
+    # through the entity steps: a clip error naming the fix, for every clip
     frames = np.zeros((3, 32, 32, 3), np.uint8)
-    stage = EntityStage(EntityConfig(tracker="cotracker", masks="motion"))
+    steps = ClipSteps(Config(entities=EntityConfig(tracker="cotracker", masks="motion")))
     for _ in range(2):
         with pytest.raises(ClipError, match="co-tracker"):
-            stage(Sample(frames=frames, flow=np.zeros((2, 2, 32, 32), np.float32)), {})
+            steps.apply(["entity_masks", "entity_tracks"],
+                        Sample(frames=frames, flow=np.zeros((2, 2, 32, 32), np.float32)), {})
 
 
 def test_entity_support_keeps_the_center_off_smeared_flow():

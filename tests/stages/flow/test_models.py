@@ -140,17 +140,16 @@ def test_raft_checkpoint_errors(tmp_path, raft_small_ckpt):
 
 
 def test_raft_through_the_worker(tmp_path, raft_small_ckpt):
-    """The pipeline's ClipProcessor creates the backend from the config and runs it."""
+    """The pipeline's flow step creates the backend from the config and runs it."""
+    from pipeline.clip.loop import ClipSteps
     from pipeline.config import Config, FlowConfig
-    from pipeline.clip.processor import ClipProcessor
 
     scene = render_scene(336, 192, 12, [disc((150, 90), 30, velocity=(6, 2))], background_velocity=(2, 0), seed=4)
     path = write_mp4(tmp_path / "clip.mp4", scene.frames, 6)
     cfg = Config(profile="dragnuwa-ld", flow=FlowConfig(backend="raft", checkpoint=raft_small_ckpt, device="cpu",
                                                         batch_size=4))
-    proc = ClipProcessor(cfg)
     row = {"clip_id": "c0", "row": 0, "dataset": "t", "source_id": "c0", "source": str(path), "caption": "x"}
-    state = proc.flow(proc.decode(row))
+    state = ClipSteps(cfg).apply(["decode", "flow"], None, row)
     assert state.flow.shape == (7, 2, 192, 320) and state.flow.dtype == np.float32
     assert state.meta["flow"]["backend"] == "raft" and state.meta["flow"]["model"] == "raft_small"
 

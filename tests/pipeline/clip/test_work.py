@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from pipeline.run.work import ClipWork
+from pipeline.clip.work import ClipWork
 from schemas.sample import Sample, decode_jpeg, dequantize_flow, encode_flow, encode_jpeg
 
 L, H, W = 3, 16, 24
@@ -17,7 +17,7 @@ def _sample(backward=True) -> Sample:
     jpegs = [encode_jpeg(f, 90) for f in rng.integers(0, 255, (L, H, W, 3), dtype=np.uint8)]
     step = 1 / 16
     return Sample(
-        key="c1", caption="text", meta={"clip_id": "c1", "flow": {"step": step}},
+        key="c1", caption="text", meta={"clip_id": "c1", "flow": {"step": step}, "stages_done": ["decode", "flow"]},
         frames_jpeg=jpegs, frames=np.stack([decode_jpeg(j) for j in jpegs]),
         flow=dequantize_flow(rng.normal(0, 2, (L - 1, 2, H, W)).astype(np.float32), step),
         anchor_tracks=rng.uniform(0, 10, (4, L, 2)).astype(np.float32), anchor_weights=np.ones(4, np.float32),
@@ -41,13 +41,13 @@ def _equal(a: Sample, b: Sample, skip=()) -> None:
 
 
 def test_wire_round_trip_is_lossless():
-    w = ClipWork(row={"clip_id": "c1", "row": 7}, shard=1, sample=_sample(), stages_done=["decode", "flow"],
-                 timings={"decode": 0.5}, batches={"cpu": 4})
+    w = ClipWork(row={"clip_id": "c1", "row": 7}, shard=1, sample=_sample(), timings={"decode": 0.5},
+                 batches={"cpu": 4})
     back = ClipWork.from_wire(w.to_wire())
     _equal(w.sample, back.sample, skip=("flow_pfz",))
     assert back.sample.flow_pfz == encode_flow(w.sample.flow, 1 / 16)   # sent on again as is
     assert (back.row, back.shard, back.stages_done, back.timings, back.batches) == \
-        (w.row, w.shard, w.stages_done, w.timings, w.batches)
+        (w.row, w.shard, ["decode", "flow"], w.timings, w.batches)
     again = ClipWork.from_wire(back.to_wire())
     _equal(back.sample, again.sample)
     assert w.sample.flow_pfz is None            # the sender's sample is not changed
@@ -72,5 +72,24 @@ def test_finished_clips_drop_their_sample():
     w = ClipWork(row={"clip_id": "c1", "row": 0}, shard=0, sample=_sample())
     w.ok({"json": b"{}"}, {"entities": {"mask_source": "motion", "count": 2}})
     assert w.sample is None and w.entities == {"mask_source": "motion", "count": 2}
-    e = ClipWork(row={"clip_id": "c1", "row": 0}, shard=0, sample=_sample()).error("decode", "bad")
+    from stages.errors import ClipError
+
+    e = ClipWork(row={"clip_id": "c1", "row": 0}, shard=0, sample=_sample()).fail(ClipError("decode", "bad"))
     assert e.sample is None and e.members is None
+
+
+def test_progress_is_kept_once_in_the_sample_and_outcomes_are_one_type():
+    from stages.errors import ClipError, ClipFiltered, Outcome
+
+    w = ClipWork(row={"clip_id": "c1", "row": 0}, shard=0, sample=Sample(key="c1"))
+    assert w.stages_done == [] and not w.done
+    w.mark_done("decode")
+    w.mark_done("decode")
+    assert w.sample.meta["stages_done"] == ["decode"] == w.stages_done
+    assert ClipWork(row={"clip_id": "c1", "row": 0}, shard=0).fail(ClipFiltered("low_motion", "m")).outcome == \
+        Outcome("filtered", "low_motion", "m")
+    err = ClipWork(row={"clip_id": "c1", "row": 0}, shard=0).fail(KeyError("x"))
+    assert (err.status, err.reason, err.message) == ("error", "internal", "KeyError: 'x'") and err.sample is None
+    assert Outcome.of(ClipError("too_short", "m")) == Outcome("error", "too_short", "m")
+    back = ClipWork.from_wire(err.to_wire())
+    assert back.outcome == err.outcome and back.status_row()["reason"] == "internal"

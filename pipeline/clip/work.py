@@ -1,8 +1,9 @@
 """The unit of work: one clip, as it travels between operators.
 
 ``ClipWork`` keeps the clip's sample content (``sample``, a ``schemas.sample.Sample``: frames,
-flow, anchors, entities, meta, as the stages in ``pipeline.clip.processor.ClipProcessor`` fill
-it) apart from the run's bookkeeping (manifest row, shard, stages done, timings, outcome). Between two operators
+flow, anchors, entities, meta, as the steps of ``pipeline.steps`` fill it) apart from the run's
+bookkeeping (manifest row, shard, timings, the ``stages.errors.Outcome``). The stages done are
+kept once, in the sample's ``meta["stages_done"]`` (a stage cache resumes from them). Between two operators
 that run in different processes (a CPU pool and a GPU pool) it travels as ``to_wire()``
 bytes: the decoded arrays that the shard stores in encoded form are dropped and rebuilt on
 the other side from exactly those encodings (frames from the stored JPEGs, flow from the
@@ -12,15 +13,20 @@ and an HD clip crosses the object store as about 2 MB instead of 30 MB.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import pickle
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from schemas.sample import Sample
-from schemas.status import STATUS_ERROR, STATUS_FILTERED, STATUS_OK
+from schemas.status import STATUS_OK
+from stages.errors import INTERNAL, ClipStopped, Outcome
+
+log = logging.getLogger(__name__)
 
 # Sample fields rebuilt from their stored encodings on the receiving side (see ``to_wire``).
 _WIRE_DROPPED = ("frames", "flow")
@@ -33,12 +39,9 @@ class ClipWork:
     shard: int
     sample: Sample | None = None                # sample content so far (None before decode)
     members: dict[str, bytes] | None = None     # the encoded tar members, once encoded
-    stages_done: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     resumed_from: str | None = None             # stage cache this clip was resumed from
-    status: str | None = None                   # None while in progress, then ok / error / filtered
-    reason: str | None = None
-    message: str | None = None
+    outcome: Outcome | None = None              # None while in progress
     t_start: float = field(default_factory=time.perf_counter)
     seconds: float = 0.0
     batches: dict[str, int] = field(default_factory=dict)  # operator -> size of the batch it ran in
@@ -56,12 +59,34 @@ class ClipWork:
 
     @property
     def done(self) -> bool:
-        return self.status is not None
+        return self.outcome is not None
 
-    def finish(self, status: str, reason: str | None = None, message: str | None = None) -> "ClipWork":
-        self.status, self.reason, self.message = status, reason, message
+    @property
+    def status(self) -> str | None:
+        return self.outcome.status if self.outcome else None
+
+    @property
+    def reason(self) -> str | None:
+        return self.outcome.reason if self.outcome else None
+
+    @property
+    def message(self) -> str | None:
+        return self.outcome.message if self.outcome else None
+
+    @property
+    def stages_done(self) -> list[str]:
+        """The clip stages done on the sample so far (its ``meta["stages_done"]``)."""
+        return list((self.sample.meta.get("stages_done") or []) if self.sample is not None else [])
+
+    def mark_done(self, stage: str) -> None:
+        done = self.stages_done
+        if stage not in done:
+            self.sample.meta["stages_done"] = done + [stage]
+
+    def finish(self, outcome: Outcome) -> "ClipWork":
+        self.outcome = outcome
         self.seconds = time.perf_counter() - self.t_start
-        if status != STATUS_OK:
+        if outcome.status != STATUS_OK:
             self.sample = self.members = None
         return self
 
@@ -71,13 +96,21 @@ class ClipWork:
         if ent:
             self.entities = {"mask_source": ent.get("mask_source"), "count": int(ent.get("count", 0))}
         self.sample = None
-        return self.finish(STATUS_OK)
+        return self.finish(Outcome.ok())
 
-    def error(self, reason: str, message: str) -> "ClipWork":
-        return self.finish(STATUS_ERROR, reason, message)
+    def fail(self, exc: BaseException) -> "ClipWork":
+        """The clip ends with the outcome ``exc`` stands for; an unexpected exception (a bug, a
+        library failure) is logged with its traceback and recorded as ``internal``."""
+        if not isinstance(exc, ClipStopped):
+            log.warning("clip %s failed (%s): %s", self.clip_id, INTERNAL, traceback.format_exc(limit=5))
+        return self.finish(Outcome.of(exc))
 
-    def filtered(self, reason: str, message: str) -> "ClipWork":
-        return self.finish(STATUS_FILTERED, reason, message)
+    def absorb(self, other: "ClipWork") -> None:
+        """Take the results of the same clip processed elsewhere (the isolation child)."""
+        self.sample, self.members = other.sample, other.members
+        self.add_timings(other.timings)
+        if other.outcome is not None:
+            self.finish(other.outcome)
 
     def add_timings(self, timings: dict[str, float] | None) -> None:
         for k, v in (timings or {}).items():
