@@ -5,7 +5,7 @@ name is ``torch.device(name)`` ("cpu", "cuda", "cuda:1", "mps"). With ``check`` 
 default), a CUDA device on a host where CUDA is not available is a ``ValueError`` that
 names the setting (``what``) and the fix; ``check=False`` leaves that to the model's
 ``.to(device)`` (the mask and tracker models, whose failures the driver's preflight checks
-first with ``pipeline.preflight.check_device``). torch is imported here, on first call.
+first with ``pipeline.run.preflight.check_device``). torch is imported here, on first call.
 """
 from __future__ import annotations
 

@@ -5,6 +5,18 @@ from types import SimpleNamespace
 
 import pytest
 
+try:  # torch's thread count before any test sizes it (the clip steps set it to a worker's CPUs)
+    import torch as _torch
+
+    TORCH_THREADS_AT_START = _torch.get_num_threads()
+except ImportError:
+    TORCH_THREADS_AT_START = 1
+
+
+@pytest.fixture(scope="session")
+def torch_threads_at_start() -> int:
+    return TORCH_THREADS_AT_START
+
 
 @pytest.fixture(scope="session")
 def sample_run(tmp_path_factory):

@@ -15,7 +15,7 @@ from pipeline.steps.flow import backward_backend, backward_flow, backward_kind, 
 
 
 def _tracker_needs_backward(cfg) -> bool:
-    return bool(getattr(TRACKERS.get(cfg.entities.tracker), "needs_backward_flow", cfg.entities.tracker == "flow"))
+    return bool(getattr(TRACKERS.get(cfg.entities.tracker), "needs_backward_flow", False))
 
 
 class EntityTracksStep(Step):

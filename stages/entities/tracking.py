@@ -348,6 +348,8 @@ def _make_cotracker(checkpoint: str | None = None, device: str = "auto", batch_s
 
 # name -> factory(fb_threshold=..., checkpoint=..., device=..., **ignored) -> CenterTracker;
 # a plugin adds one with ``TRACKERS.register(name, factory)``.
+# what the registry's readers ask without building one (the planner, the entity steps)
+_make_flow.needs_backward_flow = FlowTracker.needs_backward_flow
 _make_cotracker.device_kind = "torch"
 TRACKERS = Registry("entity tracker", {"flow": _make_flow, "cotracker": _make_cotracker})
 

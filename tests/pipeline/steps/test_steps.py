@@ -138,6 +138,7 @@ def test_a_torch_plugin_flow_backend_gets_its_own_gpu_operator(tmp_path):
     _, raw = _plugin_config(tmp_path, TORCH_FLOW_PLUGIN, "torchish_plugin2", flow={"backend": "torchish"})
     cfg = config_from_dict(raw)
     fused = run(cfg.replace(**{"ray.gpu_operators": False}), "webvid", data, str(tmp_path / "fused"), executor="local")
+    ray.shutdown()  # an earlier test's local Ray has no logical GPUs
     ray.init(num_cpus=3, num_gpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": ru.REPO}})
     try:

@@ -131,15 +131,9 @@ def test_sam_through_the_entity_stage(tiny_sam):
     frames = np.stack([decode_jpeg(encode_jpeg(f, 95)) for f in scene.frames])
     cfg = EntityConfig(masks="auto", sam_model="tiny_test", sam_checkpoint=path, device="cpu",
                        sam=dict(SAM_PARAMS), min_radius=1.0)
-    import torch
-
     fb = make_flow_backend("dis")
-    threads = torch.get_num_threads()  # ClipSteps sizes a worker's pools; test_sam_amg wants torch's default
-    try:
-        s = ClipSteps(Config(entities=cfg)).apply(["entity_masks", "entity_tracks"],
-                                                  Sample(frames=frames, flow=fb.forward(frames)), {"masks": None})
-    finally:
-        torch.set_num_threads(threads)
+    s = ClipSteps(Config(entities=cfg)).apply(["entity_masks", "entity_tracks"],
+                                              Sample(frames=frames, flow=fb.forward(frames)), {"masks": None})
     e = s.meta["entities"]
     assert (e["mask_source"], e["model"]) == ("sam", "sam_tiny_test")
     assert e["mask_source_reason"] == "auto: no dataset masks; a SAM checkpoint is configured"

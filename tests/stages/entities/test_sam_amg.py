@@ -27,6 +27,17 @@ from stages.entities.sam_amg import BatchedMaskGenerator, paint_id_map, upsample
 torch = pytest.importorskip("torch")
 pytest.importorskip("segment_anything")
 
+
+@pytest.fixture(scope="module", autouse=True)
+def torch_default_threads(torch_threads_at_start):
+    """The bit-identity below holds at torch's default thread count (2 here; at 1 thread one mask
+    pixel differs): a clip step run earlier in this process sizes torch's pool to a worker's
+    1 CPU, so restore the default for these tests."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(torch_threads_at_start)
+    yield
+    torch.set_num_threads(before)
+
 # many masks (NMS off), and NMS + hole filling at the package's meaning
 P_MANY = {"points_per_side": 8, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.75, "box_nms_thresh": 1.0}
 P_NMS = {"points_per_side": 8, "pred_iou_thresh": 0.05, "stability_score_thresh": 0.8, "box_nms_thresh": 0.7,
