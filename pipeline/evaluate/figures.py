@@ -4,7 +4,8 @@ the best and worst samples (a contact sheet PNG and a GIF each).
 
 Overlay colours: conditioning trajectory green (its span; a dot where it should be now), the
 tracked point magenta (a filled dot where the tracker verified it, a ring where it did not), a
-white segment between the two at every frame that counts (its length is that frame's error).
+white segment between the two at every frame that counts (its length is that frame's error);
+paths whose span ended before the frame shown are thin and grey.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pipeline.tools.preview import frame_columns, write_gif, write_png
 COND_RGB = (40, 230, 70)
 TRACK_RGB = (255, 60, 220)
 ERR_RGB = (255, 255, 255)
+ENDED_RGB = (150, 150, 150)   # paths whose span ended before this frame
 _SHIFT = 4
 _ONE = 1 << _SHIFT
 MAX_TILE_WIDTH = 384
@@ -67,8 +69,8 @@ def overlay_frame(frame: np.ndarray, t: int, reference: np.ndarray, ref_mask: np
         if span.size == 0:
             continue
         end = span[-1]                      # nothing is drawn past the span (it is not scored)
-        _polyline(img, ref[i, :end + 1], COND_RGB, 2)
-        _polyline(img, tr[i, :min(end, lu - 1) + 1], TRACK_RGB, 1)
+        _polyline(img, ref[i, :end + 1], COND_RGB if end == t else ENDED_RGB, 2 if end == t else 1)
+        _polyline(img, tr[i, :min(end, lu - 1) + 1], TRACK_RGB if end == t else ENDED_RGB, 1)
         if end == t and t < lu:
             if counted[i, t]:
                 _polyline(img, np.stack([ref[i, t], tr[i, t]]), ERR_RGB, 1)

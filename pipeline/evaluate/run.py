@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -144,10 +145,10 @@ def _aggregate(p: Protocol, scored: dict[str, Scored], diag: dict[str, float]) -
             "pairs": pairs, "evaluated": len(scored), "per_frame": per_frame}
 
 
-def _unverified(s: Scored) -> float | None:
-    lu = s.verified.shape[1]
-    m = s.mask[:, :lu]
-    return round(float((~s.verified[m]).mean()), 4) if m.any() else None
+def _unverified(s: Scored) -> tuple[int, int]:
+    """(counted pairs whose tracked position the tracker did not verify, counted pairs)."""
+    m = s.mask[:, :s.verified.shape[1]]
+    return int((~s.verified[m]).sum()), int(m.sum())
 
 
 def evaluate(set_path: str, videos: str, out: str, protocol: str = "objmc", tracker: str = "flow",
@@ -168,6 +169,9 @@ def evaluate(set_path: str, videos: str, out: str, protocol: str = "objmc", trac
     except TrackerSetupError as e:
         raise EvaluateSetupError(str(e)) from None
     ev = SampleEvaluator(p, trk)
+    for sub in ("tracks", "plots", "overlays"):      # a report folder holds one evaluation's files
+        if os.path.isdir(os.path.join(out, sub)):
+            shutil.rmtree(os.path.join(out, sub))
     os.makedirs(os.path.join(out, "tracks"), exist_ok=True)
     rows, scored, floors, missing, paths = [], {}, {}, [], {}
     diag = {s.key: _diag(s) for s in es.samples}
@@ -189,6 +193,8 @@ def evaluate(set_path: str, videos: str, out: str, protocol: str = "objmc", trac
                 s = ev.score(sample, frames)
             except ClipError as e:
                 row.update(error=e.message, reason=e.reason)
+            except OSError as e:       # the set's files of this sample (conditions, frames)
+                row.update(error=f"{type(e).__name__}: {e}", reason="set_sample_unreadable")
             except Exception as e:  # noqa: BLE001 - one bad sample is a row, not the end of the evaluation
                 row.update(error=f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}",
                            reason="internal")
@@ -196,7 +202,9 @@ def evaluate(set_path: str, videos: str, out: str, protocol: str = "objmc", trac
                 scored[sample.key] = s
                 row.update(objmc=s.objmc, objmc_norm=None if s.objmc is None else s.objmc / diag[sample.key],
                            points=int(len(s.reference)), pairs=int(s.mask.sum()), frames_used=int(len(s.frames_idx)),
-                           resampled=s.notes.get("resampled"), unverified=_unverified(s))
+                           resampled=s.notes.get("resampled"))
+                bad, counted = _unverified(s)
+                row["unverified"] = round(bad / counted, 4) if counted else None
                 np.savez_compressed(os.path.join(out, "tracks", f"{sample.key}.npz"), queries=s.queries,
                                     tracked=s.tracked, verified=s.verified, reference=s.reference, mask=s.mask,
                                     error=s.err.astype(np.float32), frames=s.frames_idx)
@@ -220,8 +228,7 @@ def evaluate(set_path: str, videos: str, out: str, protocol: str = "objmc", trac
         "objmc_per_sample_mean": agg["objmc_per_sample_mean"], "evaluated": agg["evaluated"],
         "missing": missing, "errors": errors, "samples": len(es.samples), "pairs": agg["pairs"],
         "per_frame": agg["per_frame"], "set": os.path.abspath(set_path), "videos": os.path.abspath(videos),
-        "unverified": (round(float(np.mean([r["unverified"] for r in rows if r["unverified"] is not None])), 4)
-                       if any(r["unverified"] is not None for r in rows) else None),
+        "unverified": _pooled_unverified(scored),
         "floor": None,
     }
     if floor:
@@ -238,6 +245,12 @@ def evaluate(set_path: str, videos: str, out: str, protocol: str = "objmc", trac
     with open(os.path.join(out, "summary.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=1, sort_keys=True)
     return summary
+
+
+def _pooled_unverified(scored: dict[str, Scored]) -> float | None:
+    counts = [_unverified(s) for s in scored.values()]
+    total = sum(c for _, c in counts)
+    return round(sum(b for b, _ in counts) / total, 4) if total else None
 
 
 def _write_rows(path: str, rows: list[dict]) -> None:
