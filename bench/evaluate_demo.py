@@ -65,13 +65,15 @@ def main(argv: list[str] | None = None) -> int:
         s = evaluate(args.set, folder, report, protocol=args.protocol, tracker=args.tracker,
                      cotracker_checkpoint=args.cotracker_checkpoint, floor=True)
         rows.append((name, s, report, time.perf_counter() - t0))
-    print(f"protocol {args.protocol}, tracker {args.tracker}; shift {SHIFT} = {(SHIFT[0]**2 + SHIFT[1]**2) ** 0.5:g} px")
+    shift = (SHIFT[0] ** 2 + SHIFT[1] ** 2) ** 0.5
+    print(f"protocol {args.protocol}, tracker {args.tracker}; shift {SHIFT} = {shift:g} px")
     print(f"{'video':<8} {'ObjMC px':>9} {'norm':>8} {'floor px':>9} {'eval':>5} {'miss':>5} {'err':>4} "
           f"{'unverif':>8} {'s':>6}  report")
     for name, s, report, dt in rows:
         fl = s["floor"]["objmc"] if s["floor"] else None
         print(f"{name:<8} {s['objmc']:>9.3f} {s['objmc_norm']:>8.5f} {fl:>9.3f} {s['evaluated']:>5} "
-              f"{len(s['missing']):>5} {sum(s['errors'].values()):>4} {s['unverified'] or 0:>8.1%} {dt:>6.1f}  {report}")
+              f"{len(s['missing']):>5} {sum(s['errors'].values()):>4} {s['unverified'] or 0:>8.1%} {dt:>6.1f}  "
+              f"{report}")
     return 0
 
 

@@ -27,7 +27,7 @@ import json
 import os
 import shutil
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -59,9 +59,9 @@ Per sample, `samples/<key>/`:
   the frames each trajectory conditions (a prefix starting at frame 0; past it the coordinates
   repeat the span's last position and mean nothing). Drawn as the trainer draws them: among the
   anchors reliable at frames 0 and 1, weighted by ||f0||, n per sample: {count_rule} (N = {max_n}).
-  When the shard had entities: `entity_ids`, `entity_mask` (frame-0 id map), `entity_radii`,
-  `entity_tracks` (K, L, 2) and `entity_visibility` (K, L) (coordinates of invisible centers are
-  estimates);
+  When the shard had entities: `entity_ids`, `entity_mask` (frame-0 id map), `entity_radii`
+  (incircle radii), `entity_tracks` (K, L, 2; the centers are `entity_tracks[:, 0]`, the incircle
+  centers) and `entity_visibility` (K, L) (coordinates of invisible centers are estimates);
 - `frames/f000.jpg ...`: the real clip (the shard's frames, byte for byte);
 - `meta.json`: the shard sample's meta.
 
