@@ -1,4 +1,4 @@
-"""Command line: ``python -m pipeline run|sample|inspect ...``."""
+"""Command line: ``python -m pipeline run|sample|inspect|preview|stats|validate|evalset|evaluate ...``."""
 from __future__ import annotations
 
 import json
@@ -237,6 +237,61 @@ def validate(url: str = typer.Argument(..., help="Shard file/URL, brace pattern,
         raise typer.Exit(2)
     typer.echo(rep.format(max_lines))
     if not rep.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def evalset(shards: str = typer.Argument(..., help="Shard folder, tar, brace pattern or object-store URI."),
+            out: str = typer.Option(..., help="The evaluation set folder to write."),
+            n: Optional[int] = typer.Option(None, "--n", "-n", help="How many samples (default: every eligible one)."),
+            seed: int = typer.Option(0, help="Seed of the sample choice and of the trajectory draws."),
+            trajectories: int = typer.Option(8, help="N of the trainer's draw (n ~ U[1, N] per sample)."),
+            count: str = typer.Option("trainer", help="trainer: n ~ U[1, N]; max: n = N (capped by the candidates)."),
+            entities: bool = typer.Option(True, "--entities/--no-entities", help="Keep the shard's entities."),
+            export: list[str] = typer.Option([], help="Also write the conditions for draganything and/or wan-move."),
+            force: bool = typer.Option(False, help="Replace a non-empty OUT.")) -> None:
+    """Write a deterministic evaluation set (first frames, captions, trajectories, entities, real frames)."""
+    from pipeline.evaluate import build_evalset
+
+    try:
+        index = build_evalset(shards, out, n=n, seed=seed, max_trajectories=trajectories, count=count,
+                              entities=entities, exports=export, force=force)
+    except (ValueError, OSError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
+    sk = {k: v for k, v in index["skipped"].items() if v}
+    typer.echo(f"evaluation set: {len(index['samples'])} sample(s) of {index['eligible']} eligible in {out}"
+               + (f" (skipped: {sk})" if sk else ""))
+
+
+@app.command()
+def evaluate(set_path: str = typer.Argument(..., metavar="SET", help="An evaluation set (python -m pipeline evalset)."),
+             videos: str = typer.Option(..., help="Folder of generated videos, DIR/<key>.mp4 (or another container)."),
+             out: str = typer.Option(..., help="Report folder: summary.json, samples.parquet, plots, overlays."),
+             protocol: str = typer.Option("objmc", help="objmc (default), draganything, motionpro, ino."),
+             tracker: str = typer.Option("flow", help="flow (CPU, no weights) or cotracker."),
+             cotracker_checkpoint: Optional[str] = typer.Option(None, help="CoTracker3 offline weights file."),
+             device: str = typer.Option("auto", help="CoTracker's device: auto, cpu, cuda, cuda:N."),
+             floor: bool = typer.Option(False, "--floor", help="Also measure the tracker's floor on the real frames."),
+             overlays: int = typer.Option(2, help="Overlays of the best and of the worst samples (0: none).")) -> None:
+    """ObjMC of generated videos against an evaluation set's trajectories (docs/evaluation.md).
+
+    Exit status: 0 when at least one sample was evaluated, 1 when none was, 2 when the set
+    cannot be read or the evaluation cannot start (videos folder, protocol, tracker)."""
+    from pipeline.evaluate import EvaluateSetupError, SetError, evaluate as run_evaluate
+    from pipeline.evaluate.run import format_summary
+
+    try:
+        summary = run_evaluate(set_path, videos, out, protocol=protocol, tracker=tracker,
+                               cotracker_checkpoint=cotracker_checkpoint, device=device, floor=floor,
+                               overlays=overlays, log=lambda s: typer.echo(s, err=True))
+    except (SetError, EvaluateSetupError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
+    typer.echo(format_summary(summary))
+    typer.echo(f"report: {out}/summary.json, {out}/samples.parquet")
+    if summary["evaluated"] == 0:
+        typer.echo("error: no sample was evaluated", err=True)
         raise typer.Exit(1)
 
 

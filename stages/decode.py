@@ -224,6 +224,38 @@ def decode_video(path: str, frames: int, fps: float, width: int, height: int, rn
     return DecodedClip(out, idx, src_fps, n, start, g, extra=extra)
 
 
+def decode_all_frames(path: str, max_frames: int = 10_000, max_pixels: int = 8192 * 8192) -> tuple[np.ndarray, float]:
+    """Every frame of a video file, as stored (no frame selection, no resizing): ``(frames
+    (N, H, W, 3) uint8 RGB, average fps)``. For videos that are already a clip (a generated
+    video to evaluate), where :func:`decode_video`'s sampling at a profile rate would be wrong.
+
+    A file that is missing, empty, not a video or does not decode raises
+    ``ClipError`` (``missing_file``, ``unreadable``, ``decode_error``); more than
+    ``max_frames`` frames or ``max_pixels`` pixels per frame is ``too_large``."""
+    if not os.path.exists(path):
+        raise ClipError("missing_file", f"{path} does not exist")
+    if os.path.getsize(path) == 0:
+        raise ClipError("unreadable", f"{path} is empty (0 bytes)")
+    import decord
+
+    try:
+        vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+    except Exception as e:  # decord raises DECORDError / RuntimeError on bad containers
+        raise ClipError("unreadable", f"decord cannot open {os.path.basename(path)}: {_decord_message(e)}")
+    n = len(vr)
+    if n < 1:
+        raise ClipError("unreadable", f"{os.path.basename(path)} has no frames")
+    if n > max_frames:
+        raise ClipError("too_large", f"{n} frames exceed the cap of {max_frames}")
+    try:
+        frames = vr.get_batch(list(range(n))).asnumpy()
+    except Exception as e:
+        raise ClipError("decode_error", f"frames 0..{n - 1} do not decode: {_decord_message(e)}")
+    if frames.shape[1] * frames.shape[2] > max_pixels:
+        raise ClipError("too_large", f"frames {frames.shape[2]}x{frames.shape[1]} exceed the cap of {max_pixels} pixels")
+    return np.ascontiguousarray(frames), float(vr.get_avg_fps())
+
+
 def _decord_message(e: BaseException) -> str:
     """decord's error text without its '[hh:mm:ss] /src/file.cc:123:' prefixes."""
     import re

@@ -3,6 +3,8 @@
 - the trainers' library (pipeline/train) and the inspection tools (pipeline/tools) read what a run
   wrote through schemas/ and the tar format (pipeline/shards.py) only: never the run, the clip
   steps or the inputs;
+- the evaluation (pipeline/evaluate) reads shards the same way and may use stages/ (decoder, flow
+  backends, trackers), the trainers' draw rules and the preview's image writers, never the run;
 - torch is imported at module level only by the modules that need it (the trainers' conditions and
   augmentation); everything else imports it where it is used;
 - no module is over 500 lines unless its docstring says why;
@@ -56,6 +58,17 @@ def test_tools_and_trainers_read_only_the_written_contract(path):
     ours = [m for m in _imports(path) if m.split(".")[0] in ("pipeline", "stages", "schemas")]
     bad = [m for m in ours if not (m.startswith(own) or m.startswith(ALLOWED))]
     assert not bad, f"{path} imports {bad}: read OUT through schemas/ and pipeline.shards only"
+
+
+# The evaluation computes (decodes generated videos, tracks points), so it may use stages/ too.
+EVALUATE_ALLOWED = ALLOWED + ("stages", "pipeline.evaluate", "pipeline.train", "pipeline.tools")
+
+
+@pytest.mark.parametrize("path", _modules("pipeline/evaluate"))
+def test_the_evaluation_reads_shards_and_uses_stages_only(path):
+    ours = [m for m in _imports(path) if m.split(".")[0] in ("pipeline", "stages", "schemas")]
+    bad = [m for m in ours if not m.startswith(EVALUATE_ALLOWED)]
+    assert not bad, f"{path} imports {bad}: the evaluation reads shards, never the run's internals"
 
 
 @pytest.mark.parametrize("path", _modules(*PACKAGES))

@@ -85,3 +85,23 @@ def test_decode_frame_folder(tmp_path):
     clip = decode_frame_folder(str(tmp_path), 6.0, 8, 4.0, 320, 192, clip_rng(0, "f", "start"))
     assert clip.frames.shape == (8, 192, 320, 3)
     assert clip.extra["source_frame_names"][0].endswith(".jpg")
+
+
+def test_decode_all_frames_reads_every_frame_as_stored(tmp_path):
+    from stages.decode import decode_all_frames
+
+    frames = _marker_clip(7, 96, 64, (30, 20))
+    _write(tmp_path / "c.mp4", frames, 5.0)
+    out, fps = decode_all_frames(str(tmp_path / "c.mp4"))
+    assert out.shape == (7, 64, 96, 3) and out.dtype == np.uint8 and fps == pytest.approx(5.0)
+    assert np.abs(out.astype(int) - frames).mean() < 3
+    (tmp_path / "bad.mp4").write_bytes(b"not a video" * 50)
+    with pytest.raises(ClipError) as e:
+        decode_all_frames(str(tmp_path / "bad.mp4"))
+    assert e.value.reason == "unreadable"
+    with pytest.raises(ClipError) as e:
+        decode_all_frames(str(tmp_path / "none.mp4"))
+    assert e.value.reason == "missing_file"
+    with pytest.raises(ClipError) as e:
+        decode_all_frames(str(tmp_path / "c.mp4"), max_frames=5)
+    assert e.value.reason == "too_large"
