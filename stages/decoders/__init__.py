@@ -1,0 +1,101 @@
+"""Video decoder backends behind one interface (``base.FrameDecoder``), and their registry.
+
+``DECODERS`` (a ``stages.registry.Registry``) names them, each imported only when chosen:
+
+| name | package (install extra) | devices | scales frames with |
+| --- | --- | --- | --- |
+| ``decord`` | decord 0.6.0 (``decord``; in the base install on x86_64 Linux) | cpu | swscale bilinear, YUV planes |
+| ``pyav`` | PyAV 18.1.0 (base dependency, ``av``) | cpu | swscale bilinear, YUV planes |
+| ``torchcodec`` | torchcodec 0.17.0 (``torchcodec``) + the system's FFmpeg libraries | cpu, cuda | bilinear on RGB |
+
+``auto`` is decord where it imports, else pyav (``resolve_decoder``). Every backend decodes
+rows of one frame table (``base.read_frame_table``, PyAV's packet scan), and
+``stages.decode.decode_video`` chooses the rows, so the source frame indices of a clip are
+the same with every backend; only pixels may differ (measured in docs/performance.md).
+
+``make_decoder(name, device, threads)`` builds one: an ImportError says which package is
+missing and the install command; a ValueError a device the backend cannot use. A plugin
+adds a backend with ``DECODERS.register(name, factory)`` (a ``FrameDecoder`` subclass or a
+factory taking ``device`` and ``threads``).
+"""
+from __future__ import annotations
+
+from ..registry import Registry
+from .base import FrameDecoder, FrameTable, read_frame_table
+
+__all__ = ["DECODERS", "AUTO", "FrameDecoder", "FrameTable", "read_frame_table", "decoder_choices",
+           "resolve_decoder", "decoder_identity", "make_decoder", "installed_decoders"]
+
+AUTO = "auto"
+DECODERS = Registry("decoder", {
+    "decord": "stages.decoders.decord_backend:DecordDecoder",
+    "pyav": "stages.decoders.pyav_backend:PyAVDecoder",
+    "torchcodec": "stages.decoders.torchcodec_backend:TorchCodecDecoder",
+})
+# auto: the first of these that imports
+AUTO_ORDER = ("decord", "pyav")
+
+
+def decoder_choices() -> tuple[str, ...]:
+    """``auto`` and the registered names (the choices of the ``decode.backend`` setting)."""
+    return (AUTO, *DECODERS.choices())
+
+
+def _imports(module: str) -> str | None:
+    """None when ``module`` imports, else why not (one line)."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except Exception as e:  # noqa: BLE001 - ImportError, or a broken shared library (OSError)
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
+    return None
+
+
+def resolve_decoder(name: str = AUTO) -> str:
+    """The concrete backend ``name`` stands for: itself, or for ``auto`` decord if it
+    imports, else pyav. An unknown name raises ``ValueError`` with the choices."""
+    key = DECODERS.key(name or AUTO)
+    if key != AUTO:
+        if key not in DECODERS:
+            raise ValueError(f"unknown decoder {name!r}; known: {', '.join(decoder_choices())}")
+        return key
+    for candidate in AUTO_ORDER:
+        if _imports(candidate if candidate != "pyav" else "av") is None:
+            return candidate
+    return AUTO_ORDER[-1]  # its own ImportError says what to install
+
+
+def auto_reason() -> str:
+    """Why ``auto`` did not pick decord ("" when it did): for the setup line."""
+    why = _imports("decord")
+    return f"decord does not import ({why})" if why else ""
+
+
+def decoder_identity(name: str = AUTO, device: str | None = "cpu") -> str:
+    """What decides the pixels of a run: the resolved backend, plus ``/cuda`` for a
+    CUDA device (the fingerprint and the sample meta carry it)."""
+    backend = resolve_decoder(name)
+    d = str(device or "cpu").lower()
+    if backend == "torchcodec" and d == "auto":
+        from ..devices import resolve_device
+
+        d = resolve_device("auto").type
+    return f"{backend}/cuda" if d.startswith("cuda") else backend
+
+
+def make_decoder(name: str = AUTO, device: str | None = "cpu", threads: int = 1) -> FrameDecoder:
+    """Build the backend ``name`` (``auto`` resolved): see the module docstring."""
+    return DECODERS.create(resolve_decoder(name), device=device or "cpu", threads=threads)
+
+
+def installed_decoders() -> list[str]:
+    """The registered backends that build here (tests parametrize over them)."""
+    out = []
+    for name in DECODERS:
+        try:
+            make_decoder(name)
+        except (ImportError, ValueError):
+            continue
+        out.append(name)
+    return out
