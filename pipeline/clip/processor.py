@@ -65,6 +65,7 @@ class ClipProcessor:
         self._entities = None
         self._torch_sized = False
         self._captioner = None
+        self._decoder = None
         from stages.captions import check_caption_settings
 
         check_caption_settings(cfg.captions.source, cfg.captions.model)  # fails before the first clip
@@ -89,6 +90,15 @@ class ClipProcessor:
             self._flow = make_flow_backend(f.backend, preset=f.preset, **opts)
             self._torch_threads()
         return self._flow
+
+    @property
+    def decoder(self):
+        """The video decoder (``stages.decoders``: ``decode.backend`` on ``decode.device``), built once."""
+        if self._decoder is None:
+            from stages.decoders import make_decoder
+
+            self._decoder = make_decoder(self.cfg.decode.backend, self.cfg.decode.device)
+        return self._decoder
 
     @property
     def captioner(self):
@@ -149,7 +159,7 @@ class ClipProcessor:
 
             with local_path(src) as path:
                 clip = decode_video(path, p.frames, p.fps, p.width, p.height, rng, d.max_source_pixels,
-                                    d.max_source_frames)
+                                    d.max_source_frames, decoder=self.decoder)
         # Round-trip through JPEG: every later stage sees exactly the frames the shard stores.
         jpegs = [encode_jpeg(f, d.jpeg_quality) for f in clip.frames]
         frames = np.stack([decode_jpeg(j) for j in jpegs])

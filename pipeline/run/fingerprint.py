@@ -14,6 +14,9 @@ author marks it. On top of that:
 * ``entities`` is ``{"enabled": false}`` when the stage is off (``enabled`` false or
   ``masks: none``), whatever its other settings; ``entities.sam``'s batch size
   (``points_per_batch`` / ``batch_size``) is left out;
+* ``decode.backend`` is the decoder ``auto`` resolves to here
+  (``stages.decoders.decoder_identity``: ``decord``, ``pyav``, ``torchcodec``, with
+  ``/cuda`` when it decodes on a CUDA device), so a resume never mixes two decoders;
 * ``schema_version`` is the sample layout version (``schemas.sample.SCHEMA_VERSION``).
 
 ``fingerprint(cfg)`` is the first 16 hex digits of the SHA-256 of the canonical JSON of those
@@ -74,6 +77,11 @@ def content_settings(cfg: Config) -> dict[str, Any]:
                 v = os.path.basename(os.path.normpath(str(v)))
             sec[sf.name] = _plain(v)
         out[f.name] = sec
+    dec = out.get("decode")
+    if isinstance(dec, dict) and "backend" in dec:
+        from stages.decoders import decoder_identity
+
+        dec["backend"] = decoder_identity(dec["backend"], cfg.decode.device)
     ent = out.get("entities")
     if ent is not None:
         if not ent.get("enabled", True) or str(ent.get("masks")).lower() == "none":

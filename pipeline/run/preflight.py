@@ -8,6 +8,9 @@ still mark its shard done. ``preflight(cfg, out_dir)`` finds it first and raises
 
 What is built, through the same factories the workers use:
 
+* the video decoder (``stages.decoders.make_decoder(decode.backend, decode.device)``,
+  ``auto`` resolved), which then decodes a 4-frame clip written on the spot: a missing
+  package or a broken one is a setup error, with the install command;
 * the flow backend (``stages.flow.base.make_flow_backend_from(cfg.flow)``): DIS preset, torch
   weights file, UniMatch source; unless the run stops at ``decode``;
 * for the entity stage (``stages.entities.EntityStage``, unless entities are off or the run
@@ -110,6 +113,8 @@ def check_out_dir(out_dir: str) -> str:
 def devices_requested(cfg, stage: str = "shards") -> dict[str, str]:
     """``{dotted key: device}`` for the settings whose backends run on a device."""
     out = {}
+    if str(cfg.decode.device).lower() != "cpu":
+        out["decode.device"] = cfg.decode.device
     if stage != "decode" and str(cfg.flow.backend).lower() not in CPU_FLOW_BACKENDS:
         out["flow.device"] = cfg.flow.device
     ent = _entity_stage_cfg(cfg, stage)
@@ -153,6 +158,20 @@ def _entity_stage_cfg(cfg, stage: str):
     if stage not in ("entities", "shards") or not ent.enabled or str(ent.masks).lower() == "none":
         return None
     return ent
+
+
+def _check_decoder(d, device: str | None) -> str:
+    """The decoder ``decode.backend`` names, built and tried on a 4-frame clip; its line in
+    the setup summary says which one ``auto`` chose and why."""
+    from stages.decoders import auto_reason, check_decoder, make_decoder
+
+    fix = ("install the decoder's package (pip install -e '.[decord]' or '.[torchcodec]'), or set "
+           "decode.backend to pyav or auto (--config file)")
+    dec = _build(f"the decoder {d.backend!r}", fix, lambda: make_decoder(d.backend, device or d.device))
+    _build(f"the decoder {dec.name!r}", fix, lambda: check_decoder(dec))
+    text = f"{dec.name} {dec.version()}".strip() + (f" on {dec.device}" if dec.device != "cpu" else "")
+    why = auto_reason() if d.backend == "auto" and dec.name != "decord" else ""
+    return text + (f" (auto: {why})" if why else "")
 
 
 def _check_flow(cfg, device: str | None):
@@ -237,6 +256,7 @@ def preflight(cfg, out_dir: str, stage: str = "shards", local_devices: bool = Tr
     build_on = None if local_devices else "cpu"
     flow = None
     try:
+        out["decode"] = _check_decoder(cfg.decode, build_on if "decode.device" in requested else None)
         if stage != "decode":
             flow, out["flow"] = _check_flow(cfg, build_on if "flow.device" in requested else None)
         if _entity_stage_cfg(cfg, stage) is not None:

@@ -24,7 +24,8 @@ from ..registry import Registry
 from .base import FrameDecoder, FrameTable, read_frame_table
 
 __all__ = ["DECODERS", "AUTO", "FrameDecoder", "FrameTable", "read_frame_table", "decoder_choices",
-           "resolve_decoder", "decoder_identity", "make_decoder", "installed_decoders"]
+           "resolve_decoder", "decoder_identity", "make_decoder", "installed_decoders",
+           "check_decoder", "auto_reason"]
 
 AUTO = "auto"
 DECODERS = Registry("decoder", {
@@ -99,3 +100,34 @@ def installed_decoders() -> list[str]:
             continue
         out.append(name)
     return out
+
+
+def check_decoder(decoder: FrameDecoder) -> None:
+    """Decode every frame of a 4-frame H.264 clip written here (PyAV) with ``decoder``, so a
+    broken installation (a library that fails at the first frame, a device that cannot
+    decode) shows before the first clip; raises what the backend raises."""
+    import os
+    import tempfile
+
+    import av
+    import numpy as np
+
+    w, h = 128, 96
+    ramp = np.linspace(0, 255, w, dtype=np.uint8)[None, :, None]
+    with tempfile.TemporaryDirectory(prefix="decoder-check-") as folder:
+        path = os.path.join(folder, "check.mp4")
+        with av.open(path, "w") as c:
+            s = c.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=4)
+            s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+            for i in range(4):
+                img = np.broadcast_to(ramp, (h, w, 3)).copy()
+                img[:, 8 + 16 * i:24 + 16 * i] = 255
+                for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                    c.mux(p)
+            for p in s.encode():
+                c.mux(p)
+        table = read_frame_table(path)
+        frames = decoder.read(path, table, np.arange(table.num_frames), (w // 2, h // 2))
+    if frames.shape != (4, h // 2, w // 2, 3) or frames.dtype != np.uint8:
+        raise RuntimeError(f"decoder {decoder.name!r} returned {frames.shape} {frames.dtype} for 4 frames "
+                           f"of {w // 2}x{h // 2}")
