@@ -131,9 +131,13 @@ def diff_settings(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 def config_record(cfg: Config) -> dict[str, Any]:
     """What the driver writes to OUT/config.json: ``cfg.to_dict()`` (``--config`` loads it
-    again; ``RECORD_KEY`` is ignored there) plus ``RECORD_KEY: {value, settings}``."""
+    again; ``RECORD_KEY`` is ignored there) with ``decode.backend`` resolved, plus
+    ``RECORD_KEY: {value, settings}``."""
     settings = content_settings(cfg)
-    return {**cfg.to_dict(), RECORD_KEY: {"value": fingerprint(settings), "settings": settings}}
+    record = cfg.to_dict()
+    # the decoder auto chose, so that --config OUT/config.json resumes with it on any machine
+    record["decode"]["backend"] = settings["decode"]["backend"].partition("/")[0]
+    return {**record, RECORD_KEY: {"value": fingerprint(settings), "settings": settings}}
 
 
 def recorded_settings(config_json: dict[str, Any] | None) -> tuple[str | None, dict[str, Any] | None]:

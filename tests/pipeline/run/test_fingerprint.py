@@ -83,6 +83,9 @@ def test_the_decoder_counts_as_resolved(monkeypatch):
     with pytest.raises(SetupError) as e:
         check_resume(done, [done[RECORD_KEY]["value"]], BASE)
     assert "decode.backend: 'decord' -> 'pyav'" in str(e.value)
+    # the way out the message offers: --config OUT/config.json (it names the decoder used)
+    assert done["decode"]["backend"] == "decord"
+    check_resume(done, [done[RECORD_KEY]["value"]], config_from_dict(done))
 
 
 def test_diff_settings():
@@ -100,7 +103,10 @@ def test_config_record_reloads_as_the_same_config(tmp_path):
     assert rec[RECORD_KEY] == {"value": fingerprint(cfg), "settings": content_settings(cfg)}
     path = tmp_path / "config.json"
     path.write_text(json.dumps(rec, indent=1, sort_keys=True))
-    assert load_config(str(path)) == cfg
+    from stages.decoders import resolve_decoder
+
+    assert load_config(str(path)) == cfg.replace(**{"decode.backend": resolve_decoder("auto")})  # auto pinned
+    assert fingerprint(load_config(str(path))) == fingerprint(cfg)
 
 
 def test_check_resume_accepts_the_same_settings_and_a_fresh_folder():
