@@ -2,7 +2,8 @@
 
 Nothing here imports ``pipeline/`` or Ray (tests/stages/test_layout.py checks it): the clip
 processor calls these modules and passes in what they need. ``registry`` (named factories,
-lazy entries) and ``devices`` (``resolve_device``) serve the packages ``flow/`` (dense
-optical flow) and ``entities/`` (masks -> incircles -> tracked centers) and the modules
+lazy entries) and ``devices`` (``resolve_device``) serve the packages ``decoders/`` (video
+decoder backends), ``flow/`` (dense optical flow) and ``entities/`` (masks -> incircles ->
+tracked centers) and the modules
 ``decode``, ``motion``, ``trajectories``, ``captions`` and ``errors``.
 """

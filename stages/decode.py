@@ -2,7 +2,11 @@
 
 Frame selection: the profile samples ``L`` frames at ``profile.fps``; the start time is drawn
 uniformly in ``[0, last_time - span]`` from a generator seeded by (seed, clip_id), so reruns
-pick the same frames. Source index of profile frame i = round((start + i / fps) * source_fps).
+pick the same frames. Source index of profile frame i = round((start + i / fps) * source_fps)
+for a constant-rate source; the nearest frame by timestamp for a variable-rate one
+(``select_source_frames``). The rule runs on the frame table of the file
+(``stages.decoders.read_frame_table``), not on what a decoder reports, so every decoder
+backend (``stages.decoders``: decord, pyav, torchcodec) decodes the same source frames.
 
 Geometry: scale the source so it covers the profile (the short side, relative to the
 profile's aspect, matches), then center-crop to the profile size. ``resize_scale`` (sx, sy)
