@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", default=os.path.join(ROOT, "bench", "results"), help="JSON output folder")
     ap.add_argument("--preset", default=None, help="DIS preset for the pipeline runs (default: the config default)")
     ap.add_argument("--skip", default="", help="comma-separated sections to skip: "
-                    "stages,lower,baseline,accuracy,e2e,memory,plan,execution")
+                    "stages,lower,baseline,accuracy,e2e,memory,plan,execution,decoders")
     args = ap.parse_args(argv)
     mode = "quick" if args.quick else "full"
     S = SIZES[mode]
@@ -195,6 +195,13 @@ def main(argv: list[str] | None = None) -> int:
                                   distinct=S["distinct"], base=rendered)
         result["execution"] = execution(os.path.join(work, "execution"), hd, n, ld)
 
+    # ---- decoder backends: agreement and ms per HD clip per core (bench/decoders.py)
+    if "decoders" not in skip:
+        from bench import decoders as bdec
+
+        _log("decoders: every installed backend on the same clips")
+        result["decoders"] = bdec.measure(os.path.join(work, "clips", "decoders"), repeats=1 if mode == "quick" else 3)
+
     try:
         result["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     except OSError:
@@ -203,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     result["targets"] = check_targets(result)
     result["variants"] = variant_figures(result)
     table = format_table(result)
+    if "decoders" in result:
+        from bench.decoders import format_lines
+
+        table += "\n" + "\n".join(format_lines(result["decoders"]))
     print(table)
     result["table"] = table
 

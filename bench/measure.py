@@ -223,17 +223,15 @@ def baseline_throughput(cfg: Config, data: str, n: int | None = None) -> dict[st
     """video2dataset-style flow subsampler: sequential OpenCV decode of the sampled frames,
     Farneback at the profile size, flow saved as float16 .npy (in memory). The frames
     sampled are those the pipeline samples (same indices), so both do the same number of pairs."""
-    import decord
-
     from stages.decode import clip_rng, select_frames
+    from stages.decoders import read_frame_table
 
     rows = clip_rows_ok(_rows(data, n))
     p = cfg.get_profile()
     done, secs = 0, 0.0
     for r in rows:
-        vr = decord.VideoReader(r["source"])  # index only (not timed): frame count and rate
-        nframes, fps = len(vr), float(vr.get_avg_fps())
-        del vr
+        table = read_frame_table(r["source"])  # index only (not timed): frame count and rate
+        nframes, fps = table.num_frames, table.header_fps
         try:
             idx, _ = select_frames(nframes, fps, p.frames, p.fps, clip_rng(cfg.seed, r["clip_id"], "start"))
         except Exception:

@@ -17,7 +17,7 @@ TARGETS = {
 
 
 LABELS = {
-    "decode": "  decode (decord, resized; + JPEG round trip)",
+    "decode": "  decode (decoder, resized; + JPEG round trip)",
     "jpeg_round_trip": "  JPEG round trip alone (part of decode)",
     "entities": "  entities (default: motion masks, flow tracker)",
     "shard_writing": "  shard writing (encode_sample + tar)",

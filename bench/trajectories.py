@@ -44,16 +44,13 @@ PROFILES = {"hd": (16, 576, 320, 4.0), "ld": (8, 320, 192, 4.0)}
 def decode_span(path: str, frames: int, width: int, height: int, fps: float, seed: int = 0):
     """All source frames from the first to the last sampled one (profile size, JPEG round
     trip) and the positions of the sampled ones in that list."""
-    import decord
+    from stages.decoders import make_decoder, read_frame_table
 
-    vr = decord.VideoReader(path, num_threads=1)
-    n, src_fps = len(vr), float(vr.get_avg_fps())
-    h0, w0 = vr[0].shape[:2]
-    idx, _ = select_frames(n, src_fps, frames, fps, clip_rng(seed, os.path.basename(path), "start"))
-    g = cover_geometry(w0, h0, width, height)
-    del vr
-    vr = decord.VideoReader(path, num_threads=1, width=g.resized_size[0], height=g.resized_size[1])
-    span = vr.get_batch(list(range(int(idx[0]), int(idx[-1]) + 1))).asnumpy()
+    table = read_frame_table(path)
+    idx, _ = select_frames(table.num_frames, table.header_fps, frames, fps,
+                           clip_rng(seed, os.path.basename(path), "start"))
+    g = cover_geometry(table.width, table.height, width, height)
+    span = make_decoder("auto").read(path, table, np.arange(int(idx[0]), int(idx[-1]) + 1), g.resized_size)
     x, y = g.crop_offset
     span = span[:, y:y + height, x:x + width]
     span = np.stack([decode_jpeg(encode_jpeg(f, 95)) for f in span])

@@ -168,6 +168,12 @@ def _flow_backends() -> Iterable[str]:
     return FLOW_BACKENDS
 
 
+def _decoders() -> Iterable[str]:
+    from stages.decoders import decoder_choices
+
+    return decoder_choices()
+
+
 def _dis_presets() -> Iterable[str]:
     from stages.flow.cpu import DIS_PRESETS
 
@@ -243,8 +249,12 @@ def section(cls):
 @section
 class DecodeConfig:
     """Decoding and frame storage: the decode step (pipeline/steps/decode.py: stages/decode.py,
-    JPEG encoding) and the decode time limit of pipeline/clip/isolation.py."""
+    JPEG encoding) and the decode time limit of pipeline/clip/isolation.py. ``backend``: a
+    decoder of ``stages.decoders.DECODERS`` (built by preflight before the first clip); the
+    fingerprint records the one ``auto`` resolves to, and the device type."""
 
+    backend: one_of(_decoders) = "auto"   # auto (decord where it imports, else pyav) | decord | pyav | torchcodec
+    device: Annotated[Device, RUNTIME] = "cpu"  # torchcodec: cpu | cuda | cuda:N | auto (decord, pyav: cpu)
     jpeg_quality: Annotated[int, Strict(), Field(ge=1, le=100)] = 95  # frames are stored as JPEG; stages see the decoded JPEG
     max_source_pixels: PosInt = 8192 * 8192  # refuse larger frames (decompression bombs)
     max_source_frames: PosInt = 10_000_000

@@ -2,7 +2,11 @@
 
 Frame selection: the profile samples ``L`` frames at ``profile.fps``; the start time is drawn
 uniformly in ``[0, last_time - span]`` from a generator seeded by (seed, clip_id), so reruns
-pick the same frames. Source index of profile frame i = round((start + i / fps) * source_fps).
+pick the same frames. Source index of profile frame i = round((start + i / fps) * source_fps)
+for a constant-rate source; the nearest frame by timestamp for a variable-rate one
+(``select_source_frames``). The rule runs on the frame table of the file
+(``stages.decoders.read_frame_table``), not on what a decoder reports, so every decoder
+backend (``stages.decoders``: decord, pyav, torchcodec) decodes the same source frames.
 
 Geometry: scale the source so it covers the profile (the short side, relative to the
 profile's aspect, matches), then center-crop to the profile size. ``resize_scale`` (sx, sy)
@@ -152,117 +156,106 @@ def _check_size(w: int, h: int, out_w: int, out_h: int, max_pixels: int) -> None
         raise ClipError("too_small", f"source frames {w}x{h} are below 32 px on a side")
 
 
-def probe_video(path: str) -> tuple[int, int]:
-    """(width, height) from the container headers, without decoding a full frame."""
-    import cv2
+def constant_rate(times: np.ndarray, header_fps: float) -> float | None:
+    """The frame rate of a constant-rate source whose frame ``i`` starts at ``times[i]`` s
+    (from 0): the container's declared rate when every frame lies within half an interval
+    of ``i / header_fps``, else the rate of the timestamps' span when they are constant at
+    that one (a container whose duration, hence average rate, is wrong), else None (a
+    variable-rate source, or timestamps that are not finite and increasing)."""
+    t = np.asarray(times, np.float64)
+    if t.ndim != 1 or len(t) < 2 or not np.all(np.isfinite(t)) or np.any(np.diff(t) <= 0):
+        return None
+    i = np.arange(len(t))
+    if header_fps > 0 and np.isfinite(header_fps) and np.abs(t - i / header_fps).max() <= 0.5 / header_fps:
+        return float(header_fps)
+    fps = (len(t) - 1) / float(t[-1])
+    return fps if np.abs(t - i / fps).max() <= 0.5 / fps else None
 
-    cap = cv2.VideoCapture(path)
-    try:
-        if not cap.isOpened():
-            return 0, 0
-        return int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    finally:
-        cap.release()
+
+def select_source_frames(num_frames: int, header_fps: float, times: np.ndarray | None, frames: int, fps: float,
+                         rng: np.random.Generator) -> tuple[np.ndarray, float, float, dict]:
+    """The source frames of a profile: ``(indices, start_seconds, source_fps, extra meta)``.
+
+    The one selection rule of every decoder backend (its inputs come from the frame table,
+    ``stages.decoders.read_frame_table``, not from the backend): a constant-rate source
+    (``constant_rate``) by :func:`select_frames` at its rate; a variable-rate one by
+    timestamp (:func:`select_frames_by_time`, meta ``variable_frame_rate``,
+    ``source_frame_times``); without usable timestamps by the container's rate. ``source_fps``
+    is the rate used (the declared one for a variable-rate source); when the timestamps
+    overrule a declared rate, meta ``declared_fps`` keeps it."""
+    rate = constant_rate(times, header_fps) if times is not None and num_frames > 2 else None
+    if rate is not None:
+        idx, start = select_frames(num_frames, rate, frames, fps, rng)
+        extra = {} if rate == header_fps else {"declared_fps": float(header_fps)}
+        return idx, start, rate, extra
+    t = variable_frame_times(times, header_fps or 1.0) if times is not None and num_frames > 2 else None
+    if t is None:
+        idx, start = select_frames(num_frames, header_fps, frames, fps, rng)
+        return idx, start, float(header_fps), {}
+    idx, start = select_frames_by_time(t, frames, fps, rng)
+    return idx, start, float(header_fps), {"variable_frame_rate": True,
+                                            "source_frame_times": [round(float(t[i]), 4) for i in idx]}
 
 
 def decode_video(path: str, frames: int, fps: float, width: int, height: int, rng: np.random.Generator,
-                 max_pixels: int = 8192 * 8192, max_frames: int = 10_000_000) -> DecodedClip:
-    """Decode the profile's frames of a video file with decord (resized in the decoder)."""
+                 max_pixels: int = 8192 * 8192, max_frames: int = 10_000_000, decoder=None) -> DecodedClip:
+    """Decode the profile's frames of a video file, scaled in the decoder to cover the profile
+    and center-cropped. ``decoder``: a ``stages.decoders.FrameDecoder`` (built once per
+    worker), a backend name, or None for ``auto``. The frame table is read first
+    (``stages.decoders.read_frame_table``: size and frame count caps before any frame is
+    decoded), the rows chosen by :func:`select_source_frames`, then only those decoded.
+    Meta ``decoder``: the backend and its device."""
+    from .decoders import make_decoder, read_frame_table
+
     if not os.path.exists(path):
         raise ClipError("missing_file", f"{path} does not exist")
     if os.path.getsize(path) == 0:
         raise ClipError("unreadable", f"{path} is empty (0 bytes)")
-    import decord
-
-    w, h = probe_video(path)
-    if w and h:
-        _check_size(w, h, width, height, max_pixels)
-    try:
-        vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
-    except Exception as e:  # decord raises DECORDError / RuntimeError on bad containers
-        msg = _decord_message(e)
-        if "cannot find video stream" in msg:
-            raise ClipError("unreadable", f"{os.path.basename(path)} has no video stream (audio only?): {msg}")
-        raise ClipError("unreadable", f"decord cannot open {os.path.basename(path)}: {msg}")
-    n = len(vr)
-    if n > max_frames:
-        raise ClipError("too_large", f"{n} frames exceed the cap of {max_frames}")
-    if not (w and h):
-        try:
-            h, w = vr[0].shape[:2]
-        except Exception as e:
-            raise ClipError("decode_error", f"first frame does not decode: {str(e).splitlines()[0][:300]}")
-        _check_size(w, h, width, height, max_pixels)
-    src_fps = float(vr.get_avg_fps())
-    try:
-        vfr_times = variable_frame_times(vr.get_frame_timestamp(range(n))[:, 0], src_fps) if n > 2 else None
-    except Exception:  # no usable timestamps: frames are taken as evenly spaced
-        vfr_times = None
-    if vfr_times is None:
-        idx, start = select_frames(n, src_fps, frames, fps, rng)
-        extra = {}
-    else:
-        idx, start = select_frames_by_time(vfr_times, frames, fps, rng)
-        extra = {"variable_frame_rate": True, "source_frame_times": [round(float(vfr_times[i]), 4) for i in idx]}
-    g = cover_geometry(w, h, width, height)
-    if g.resized_size != (w, h):
-        del vr
-        try:
-            vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1,
-                                    width=g.resized_size[0], height=g.resized_size[1])
-        except Exception as e:
-            raise ClipError("unreadable", f"decord cannot open resized: {_decord_message(e)}")
-    try:
-        batch = vr.get_batch([int(i) for i in idx]).asnumpy()
-    except Exception as e:
-        raise ClipError("decode_error", f"frames {idx.min()}..{idx.max()} do not decode: {_decord_message(e)}")
+    if decoder is None or isinstance(decoder, str):
+        decoder = make_decoder(decoder or "auto")
+    table = read_frame_table(path, max_frames)
+    _check_size(table.width, table.height, width, height, max_pixels)
+    n = table.num_frames
+    idx, start, src_fps, extra = select_source_frames(n, table.header_fps, table.times, frames, fps, rng)
+    g = cover_geometry(table.width, table.height, width, height)
+    batch = decoder.read(path, table, idx, g.resized_size)
     if batch.shape[1:3] != (g.resized_size[1], g.resized_size[0]):
-        import cv2
-
-        batch = np.stack([cv2.resize(f, g.resized_size, interpolation=cv2.INTER_AREA) for f in batch])
+        raise ClipError("decode_error", f"decoder {decoder.name} returned {batch.shape[2]}x{batch.shape[1]} "
+                                        f"frames, not {g.resized_size[0]}x{g.resized_size[1]}")
     out = _crop(batch, g)
+    extra["decoder"] = {"backend": decoder.name, "device": decoder.device}
     return DecodedClip(out, idx, src_fps, n, start, g, extra=extra)
 
 
-def decode_all_frames(path: str, max_frames: int = 10_000, max_pixels: int = 8192 * 8192) -> tuple[np.ndarray, float]:
-    """Every frame of a video file, as stored (no frame selection, no resizing): ``(frames
-    (N, H, W, 3) uint8 RGB, average fps)``. For videos that are already a clip (a generated
-    video to evaluate), where :func:`decode_video`'s sampling at a profile rate would be wrong.
+def decode_all_frames(path: str, max_frames: int = 10_000, max_pixels: int = 8192 * 8192,
+                      decoder=None) -> tuple[np.ndarray, float]:
+    """Every frame of a video file at its own size (no frame selection, no resizing):
+    ``(frames (N, H, W, 3) uint8 RGB, average fps)``. For videos that are already a clip (a
+    generated video to evaluate), where :func:`decode_video`'s sampling at a profile rate would
+    be wrong. ``decoder`` as for :func:`decode_video`.
 
-    A file that is missing, empty, not a video or does not decode raises
-    ``ClipError`` (``missing_file``, ``unreadable``, ``decode_error``); more than
-    ``max_frames`` frames or ``max_pixels`` pixels per frame is ``too_large``."""
+    A file that is missing, empty, not a video or does not decode raises ``ClipError``
+    (``missing_file``, ``unreadable``, ``decode_error``); more than ``max_frames`` frames or
+    ``max_pixels`` pixels per frame is ``too_large``."""
+    from .decoders import make_decoder, read_frame_table
+
     if not os.path.exists(path):
         raise ClipError("missing_file", f"{path} does not exist")
     if os.path.getsize(path) == 0:
         raise ClipError("unreadable", f"{path} is empty (0 bytes)")
-    import decord
-
-    try:
-        vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
-    except Exception as e:  # decord raises DECORDError / RuntimeError on bad containers
-        raise ClipError("unreadable", f"decord cannot open {os.path.basename(path)}: {_decord_message(e)}")
-    n = len(vr)
+    if decoder is None or isinstance(decoder, str):
+        decoder = make_decoder(decoder or "auto")
+    table = read_frame_table(path, max_frames)
+    if table.width * table.height > max_pixels:
+        raise ClipError("too_large", f"frames {table.width}x{table.height} exceed the cap of {max_pixels} pixels")
+    n = table.num_frames
     if n < 1:
         raise ClipError("unreadable", f"{os.path.basename(path)} has no frames")
-    if n > max_frames:
-        raise ClipError("too_large", f"{n} frames exceed the cap of {max_frames}")
-    try:
-        frames = vr.get_batch(list(range(n))).asnumpy()
-    except Exception as e:
-        raise ClipError("decode_error", f"frames 0..{n - 1} do not decode: {_decord_message(e)}")
-    if frames.shape[1] * frames.shape[2] > max_pixels:
-        raise ClipError("too_large", f"frames {frames.shape[2]}x{frames.shape[1]} exceed the cap of {max_pixels} pixels")
-    return np.ascontiguousarray(frames), float(vr.get_avg_fps())
-
-
-def _decord_message(e: BaseException) -> str:
-    """decord's error text without its '[hh:mm:ss] /src/file.cc:123:' prefixes."""
-    import re
-
-    text = str(e).splitlines()[0] if str(e) else type(e).__name__
-    text = re.sub(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ", "", text)
-    return text.strip()[:300]
+    frames = decoder.read(path, table, np.arange(n), (table.width, table.height))
+    times = table.times
+    fps = float(table.header_fps) if table.header_fps > 0 else (
+        (n - 1) / float(times[-1]) if times is not None and n > 1 and times[-1] > 0 else 0.0)
+    return np.ascontiguousarray(frames), fps
 
 
 def list_frame_files(folder: str) -> list[str]:

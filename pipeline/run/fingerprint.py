@@ -14,6 +14,9 @@ author marks it. On top of that:
 * ``entities`` is ``{"enabled": false}`` when the entity steps are off
   (``EntityMasksStep.enabled``: ``enabled`` false or ``masks: none``), whatever its other settings; ``entities.sam``'s batch size
   (``points_per_batch`` / ``batch_size``) is left out;
+* ``decode.backend`` is the decoder ``auto`` resolves to here
+  (``stages.decoders.decoder_identity``: ``decord``, ``pyav``, ``torchcodec``, with
+  ``/cuda`` when it decodes on a CUDA device), so a resume never mixes two decoders;
 * ``schema_version`` is the sample layout version (``schemas.sample.SCHEMA_VERSION``).
 
 ``fingerprint(cfg)`` is the first 16 hex digits of the SHA-256 of the canonical JSON of those
@@ -75,6 +78,11 @@ def content_settings(cfg: Config) -> dict[str, Any]:
                 v = os.path.basename(os.path.normpath(str(v)))
             sec[sf.name] = _plain(v)
         out[f.name] = sec
+    dec = out.get("decode")
+    if isinstance(dec, dict) and "backend" in dec:
+        from stages.decoders import decoder_identity
+
+        dec["backend"] = decoder_identity(dec["backend"], cfg.decode.device)
     ent = out.get("entities")
     if ent is not None:
         if not EntityMasksStep.enabled(cfg):  # the entity steps say whether entities are on
@@ -124,9 +132,13 @@ def diff_settings(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 def config_record(cfg: Config) -> dict[str, Any]:
     """What the driver writes to OUT/config.json: ``cfg.to_dict()`` (``--config`` loads it
-    again; ``RECORD_KEY`` is ignored there) plus ``RECORD_KEY: {value, settings}``."""
+    again; ``RECORD_KEY`` is ignored there) with ``decode.backend`` resolved, plus
+    ``RECORD_KEY: {value, settings}``."""
     settings = content_settings(cfg)
-    return {**cfg.to_dict(), RECORD_KEY: {"value": fingerprint(settings), "settings": settings}}
+    record = cfg.to_dict()
+    # the decoder auto chose, so that --config OUT/config.json resumes with it on any machine
+    record["decode"]["backend"] = settings["decode"]["backend"].partition("/")[0]
+    return {**record, RECORD_KEY: {"value": fingerprint(settings), "settings": settings}}
 
 
 def recorded_settings(config_json: dict[str, Any] | None) -> tuple[str | None, dict[str, Any] | None]:

@@ -65,14 +65,15 @@ def synthetic_sample_caption(videoid: str) -> str:
 
 
 def _video_info(path: Path) -> tuple[int, float] | None:
-    """(frame count, fps) as decord reads it, or None when missing or unreadable."""
+    """(frame count, fps) from the clip's frame table (``stages.decoders.read_frame_table``,
+    PyAV: every platform, with or without decord), or None when missing or unreadable."""
     if not path.is_file() or path.stat().st_size == 0:
         return None
     try:
-        import decord
+        from stages.decoders import read_frame_table
 
-        vr = decord.VideoReader(str(path))
-        return len(vr), float(vr.get_avg_fps())
+        table = read_frame_table(str(path))
+        return table.num_frames, float(table.header_fps)
     except Exception:
         return None
 
@@ -92,7 +93,7 @@ def build_sample(out_dir: str | os.PathLike[str]) -> str:
             os.replace(tmp, dst)
         info = _video_info(dst)
         if info is None or info[1] <= 0:
-            raise RuntimeError(f"decord cannot read the sample clip {dst}")
+            raise RuntimeError(f"the sample clip {dst} does not read as a video")
         rows.append((stem, f"{REAL_PAGE_DIR}/{stem}.mp4", format_duration(info[0] / info[1]),
                      REAL_PAGE_DIR, caption))
 

@@ -204,6 +204,32 @@ def assert_no_pickle(out) -> int:
     return n
 
 
+HIDE_MODULES = '''
+import sys
+
+
+class _Hide:
+    """Makes importing {names} fail, as on a machine where they are not installed."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {names!r}:
+            raise ImportError(f"No module named {{name!r}} (hidden by {{__file__}})")
+        return None
+
+
+sys.meta_path.insert(0, _Hide())
+'''
+
+
+def hide_modules_env(folder, *names: str) -> dict[str, str]:
+    """The environment of a process (and the Ray workers and isolation children it starts)
+    in which importing ``names`` fails: a ``sitecustomize.py`` in ``folder`` on PYTHONPATH."""
+    os.makedirs(str(folder), exist_ok=True)
+    with open(os.path.join(str(folder), "sitecustomize.py"), "w") as f:
+        f.write(HIDE_MODULES.format(names=tuple(names)))
+    return {"PYTHONPATH": os.pathsep.join([str(folder), REPO, os.environ.get("PYTHONPATH", "")])}
+
+
 def cli(args, timeout=600, env=None, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([PY, "-m", "pipeline", "run", *map(str, args)], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})}, **kw)

@@ -3,7 +3,10 @@ import numpy as np
 import pytest
 
 from stages.decode import clip_rng, cover_geometry, decode_frame_folder, decode_video, select_frames
+from stages.decoders import installed_decoders, make_decoder
 from stages.errors import ClipError
+
+BACKENDS = installed_decoders()  # the video tests run with each (tests/stages/test_decoders.py: the rest)
 
 
 def _write(path, frames, fps):
@@ -46,10 +49,12 @@ def test_cover_geometry_covers_and_centers(src, out):
     assert g.crop_offset == ((g.resized_size[0] - out[0]) // 2, (g.resized_size[1] - out[1]) // 2)
 
 
-def test_decode_video_and_map_back_to_source(tmp_path):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_decode_video_and_map_back_to_source(tmp_path, backend):
     src_pos = (700, 300)
     _write(tmp_path / "v.mp4", _marker_clip(60, 1280, 720, src_pos), 25)
-    clip = decode_video(str(tmp_path / "v.mp4"), 8, 4.0, 320, 192, clip_rng(0, "v", "start"))
+    clip = decode_video(str(tmp_path / "v.mp4"), 8, 4.0, 320, 192, clip_rng(0, "v", "start"),
+                        decoder=make_decoder(backend))
     assert clip.frames.shape == (8, 192, 320, 3) and clip.frames.dtype == np.uint8
     assert clip.source_frames == 60 and len(clip.indices) == 8
     ys, xs = np.nonzero(clip.frames[0, :, :, 0] > 150)
@@ -57,24 +62,27 @@ def test_decode_video_and_map_back_to_source(tmp_path):
     assert np.abs(back - np.array(src_pos)).max() < 2.0
     meta = clip.meta()
     assert meta["source_size"] == [1280, 720] and len(meta["source_frame_indices"]) == 8
+    assert meta["decoder"] == {"backend": backend, "device": "cpu"}
 
 
-def test_decode_errors(tmp_path):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_decode_errors(tmp_path, backend):
     rng = clip_rng(0, "x", "start")
+    dec = make_decoder(backend)
     with pytest.raises(ClipError) as e:
-        decode_video(str(tmp_path / "missing.mp4"), 8, 4.0, 320, 192, rng)
+        decode_video(str(tmp_path / "missing.mp4"), 8, 4.0, 320, 192, rng, decoder=dec)
     assert e.value.reason == "missing_file"
     (tmp_path / "empty.mp4").write_bytes(b"")
     with pytest.raises(ClipError) as e:
-        decode_video(str(tmp_path / "empty.mp4"), 8, 4.0, 320, 192, rng)
+        decode_video(str(tmp_path / "empty.mp4"), 8, 4.0, 320, 192, rng, decoder=dec)
     assert e.value.reason == "unreadable"
     (tmp_path / "text.mp4").write_text("this is not a video\n" * 50)
     with pytest.raises(ClipError) as e:
-        decode_video(str(tmp_path / "text.mp4"), 8, 4.0, 320, 192, rng)
+        decode_video(str(tmp_path / "text.mp4"), 8, 4.0, 320, 192, rng, decoder=dec)
     assert e.value.reason == "unreadable"
     _write(tmp_path / "short.mp4", _marker_clip(10, 320, 192, (100, 100)), 25)
     with pytest.raises(ClipError) as e:
-        decode_video(str(tmp_path / "short.mp4"), 8, 4.0, 320, 192, rng)
+        decode_video(str(tmp_path / "short.mp4"), 8, 4.0, 320, 192, rng, decoder=dec)
     assert e.value.reason == "too_short"
 
 

@@ -294,6 +294,43 @@ def test_variable_frame_rate_is_sampled_by_timestamp(local_run):
         assert abs(x - (100 * t + 2.5)) <= 3, (x, t)
 
 
+def _installed_decoders():
+    from stages.decoders import installed_decoders
+
+    return installed_decoders()
+
+
+@pytest.mark.parametrize("backend", _installed_decoders())
+def test_decode_step_keeps_every_reason_class_with_each_decoder(corpus, backend):
+    """The decode step as the pipeline runs it (``pipeline/steps/decode.py`` on the manifest rows
+    of the webvid adapter) over the whole corpus, with each installed decoder
+    (``decode.backend``): every row ends with the reason class of the table above (the flow
+    faults, segv and hang, decode fine), and the VFR clip's frames are the ones at the
+    sampled times."""
+    from pipeline.clip.loop import ClipSteps
+    from pipeline.inputs.manifest import build_manifest
+    from stages.errors import ClipError
+
+    root, plugin, expected = corpus
+    proc = ClipSteps(corpus_config(plugin, **{"decode.backend": backend}))
+    rows = build_manifest("webvid", str(root)).to_pylist()
+    got, samples = [], {}
+    for r in rows:
+        try:
+            samples[r["source_id"]] = proc.apply(["decode"], None, r)
+        except ClipError as e:
+            got.append((r["source_id"], ("error", e.reason)))
+        else:
+            got.append((r["source_id"], OK))
+    want = [(r["source_id"], OK if e[1] in ("crashed", "timeout") else e) for r, e in zip(rows, expected)]
+    assert got == want
+    meta = samples["vfr"].meta
+    assert meta["decoder"]["backend"] == backend and meta["variable_frame_rate"] is True
+    for f, i in zip(samples["vfr"].frames, meta["source_frame_indices"]):
+        x = int(np.argmax(f[..., 0].astype(float).mean(0)))
+        assert abs(x - (100 * VFR_TIMES[i] + 2.5)) <= 3, (backend, x, i)
+
+
 def test_shards_hold_no_pickle(local_run):
     _, out = local_run
     assert ru.assert_no_pickle(out) > 0

@@ -24,7 +24,7 @@ def test_fingerprint_is_16_hex_and_stable():
     {"ray.num_workers": 7}, {"ray.address": "ray://head:10001"}, {"ray.num_cpus_per_worker": 2.0},
     {"ray.retries": 5}, {"isolation.enabled": False}, {"isolation.stage_timeout_s": 5.0},
     {"isolation.start_method": "forkserver"}, {"flow.device": "cuda"}, {"flow.batch_size": 2},
-    {"entities.device": "cpu"}, {"decode.timeout_s": 9.0}, {"shards.max_shard_bytes": 10_000},
+    {"entities.device": "cpu"}, {"decode.timeout_s": 9.0}, {"decode.device": "auto"}, {"shards.max_shard_bytes": 10_000},
     {"entities.sam": {"points_per_batch": 256}},
     {"frames": 16},                                    # the profile's own frame count
     {"flow.checkpoint": None},
@@ -63,6 +63,31 @@ def test_normalisations():
         fingerprint(BASE.replace(**{"entities.masks": "none"}))
 
 
+def test_the_decoder_counts_as_resolved(monkeypatch):
+    """auto is fingerprinted as the decoder it resolves to, so a resume on a machine where
+    auto means another decoder is refused, naming it."""
+    import sys
+
+    from stages.decoders import resolve_decoder
+
+    here = resolve_decoder("auto")
+    assert content_settings(BASE)["decode"]["backend"] == here
+    assert fingerprint(BASE) == fingerprint(BASE.replace(**{"decode.backend": here}))
+    assert fingerprint(BASE.replace(**{"decode.backend": "pyav"})) != fingerprint(
+        BASE.replace(**{"decode.backend": "decord"}))
+    assert content_settings(BASE.replace(**{"decode.backend": "torchcodec", "decode.device": "cuda:1"}))[
+        "decode"]["backend"] == "torchcodec/cuda"
+    done = config_record(BASE.replace(**{"decode.backend": "decord"}))
+    monkeypatch.setitem(sys.modules, "decord", None)  # another machine: decord does not import
+    assert content_settings(BASE)["decode"]["backend"] == "pyav"
+    with pytest.raises(SetupError) as e:
+        check_resume(done, [done[RECORD_KEY]["value"]], BASE)
+    assert "decode.backend: 'decord' -> 'pyav'" in str(e.value)
+    # the way out the message offers: --config OUT/config.json (it names the decoder used)
+    assert done["decode"]["backend"] == "decord"
+    check_resume(done, [done[RECORD_KEY]["value"]], config_from_dict(done))
+
+
 def test_diff_settings():
     old = content_settings(BASE)
     new = content_settings(BASE.replace(**{"flow.preset": "fast", "seed": 3, "entities.sam": {"points_per_side": 8}}))
@@ -78,7 +103,10 @@ def test_config_record_reloads_as_the_same_config(tmp_path):
     assert rec[RECORD_KEY] == {"value": fingerprint(cfg), "settings": content_settings(cfg)}
     path = tmp_path / "config.json"
     path.write_text(json.dumps(rec, indent=1, sort_keys=True))
-    assert load_config(str(path)) == cfg
+    from stages.decoders import resolve_decoder
+
+    assert load_config(str(path)) == cfg.replace(**{"decode.backend": resolve_decoder("auto")})  # auto pinned
+    assert fingerprint(load_config(str(path))) == fingerprint(cfg)
 
 
 def test_check_resume_accepts_the_same_settings_and_a_fresh_folder():

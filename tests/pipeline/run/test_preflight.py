@@ -38,11 +38,38 @@ def test_default_cpu_config_is_cheap_and_leaves_nothing(tmp_path):
 
 def test_stage_and_disabled_entities_build_only_what_is_used(tmp_path):
     raft_no_weights = Config().replace(**{"flow.backend": "raft"})
-    assert set(preflight(raft_no_weights, str(tmp_path), stage="decode")) == {"out", "seconds"}
+    assert set(preflight(raft_no_weights, str(tmp_path), stage="decode")) == {"out", "decode", "seconds"}
     desc = preflight(Config().replace(**{"entities.masks": "none"}), str(tmp_path))
     assert "flow" in desc and "tracker" not in desc and not any(k.startswith("masks") for k in desc)
     desc = preflight(Config().replace(**{"entities.masks": "gt"}), str(tmp_path), stage="trajectories")
     assert "tracker" not in desc
+
+
+def test_the_decoder_is_built_and_tried(tmp_path, monkeypatch):
+    """decode.backend: the decoder is built and decodes a clip before any clip is scheduled;
+    with decord hidden (its import fails), auto takes pyav and says why, and decord asked
+    for by name is a setup error that says how to install it."""
+    import sys
+
+    from stages.decoders import installed_decoders
+
+    for name in installed_decoders():
+        desc = preflight(Config().replace(**{"decode.backend": name}), str(tmp_path), stage="decode")
+        assert desc["decode"].split()[0] == name
+    if "decord" in installed_decoders():
+        assert preflight(Config(), str(tmp_path), stage="decode")["decode"].startswith("decord ")
+    monkeypatch.setitem(sys.modules, "decord", None)
+    desc = preflight(Config(), str(tmp_path), stage="decode")
+    assert desc["decode"].startswith("pyav ") and "(auto: decord does not import (" in desc["decode"]
+    assert "decode pyav" in format_preflight(desc)
+    with pytest.raises(SetupError) as e:
+        preflight(Config().replace(**{"decode.backend": "decord"}), str(tmp_path))
+    msg = str(e.value)
+    assert msg.startswith("cannot set up the decoder 'decord': decoder 'decord' needs the 'decord' package")
+    assert "pip install -e '.[decord]'" in msg and "to fix:" in msg
+    # a device the decoder cannot use (here: no CUDA; on a GPU machine: pyav is CPU only)
+    with pytest.raises(SetupError, match="decode.device"):
+        preflight(Config().replace(**{"decode.backend": "pyav", "decode.device": "cuda"}), str(tmp_path))
 
 
 def test_out_dir_problems(tmp_path):

@@ -93,6 +93,36 @@ def test_broken_setups_stop_before_any_clip_then_the_fixed_rerun_gives_every_sam
     assert again.returncode == 0 and "2 already done" in again.stdout, again.stderr[-2000:]
 
 
+@pytest.mark.slow
+def test_without_decord_the_run_decodes_with_pyav(sample, tmp_path):
+    """decord hidden in every process of the run (its import fails, as on aarch64 or macOS):
+    asking for it by name stops the run before any clip with the install command (exit 2);
+    the default (auto) runs every clip on pyav, says so in the setup line and the meta, and
+    gives the same frames, flow and anchors as decord."""
+    from schemas.sample import decode_sample
+
+    env = ru.hide_modules_env(tmp_path / "site", "decord")
+    cfg = tmp_path / "decord.yaml"
+    cfg.write_text("decode: {backend: decord}\n")
+    res = ru.cli([*_base(sample, tmp_path / "o1"), "--config", cfg], env=env)
+    assert res.returncode == 2 and "cannot set up the decoder 'decord'" in res.stderr, res.stderr[-2000:]
+    assert "pip install -e '.[decord]'" in res.stderr and not _outputs(str(tmp_path / "o1"))
+    res = ru.cli(_base(sample, tmp_path / "o2"), env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "decode pyav" in res.stdout and "(auto: decord does not import" in res.stdout
+    assert "8 clips -> ok 8" in res.stdout
+    samples = [decode_sample(m, k) for t in ru.final_tars(tmp_path / "o2") for k, m in ru.read_tar(t).items()]
+    assert len(samples) == 8 and all(s["meta"]["decoder"]["backend"] == "pyav" for s in samples)
+    from stages.decoders import installed_decoders
+
+    if "decord" in installed_decoders():
+        res = ru.cli(_base(sample, tmp_path / "o3"))
+        assert res.returncode == 0 and "decode decord" in res.stdout, res.stderr[-3000:]
+        a, b = ru.read_tar(ru.final_tars(tmp_path / "o2")[0]), ru.read_tar(ru.final_tars(tmp_path / "o3")[0])
+        for key in a:
+            assert {n: v for n, v in a[key].items() if n != "json"} == {n: v for n, v in b[key].items() if n != "json"}
+
+
 def _flaky_dataset(root):
     root = str(root)
     rows = []

@@ -67,7 +67,7 @@ def test_the_step_list_names_every_stage_once():
     assert [s.name for s in steps_for(Config(), "flow")] == ["decode", "captions", "flow"]
     off = Config().replace(**{"entities.masks": "none"})
     assert [s.name for s in steps_for(off)][-2:] == ["anchors", "entity_tracks"]   # no masks step
-    assert operator_names() == ("cpu", "captions", "flow", "masks", "tracks")
+    assert operator_names() == ("cpu", "decode", "captions", "flow", "masks", "tracks")
     with pytest.raises(ValueError, match="unknown stage 'nope'"):
         steps_for(Config(), "nope")
 
