@@ -1,0 +1,194 @@
+"""``"lk"``: the chained dense flow, with each step that fails the dense checks re-tracked by
+pyramidal Lucas-Kanade (CPU, no weights; docs/trajectories.md, issue 23).
+
+Why: on fast motion the *check* fails before the track does. Measured on the synthetic fast
+scenes (``pipeline/testdata/fast_scenes.py``), the forward flow still follows a disc moving
+30 px per frame to within 0.5 px while the backward flow of the check (DIS balanced, and
+DIS medium too) is off by 20-45 px there, so the step test ends a good span. Lucas-Kanade
+seeded by the dense step finds the same surface and, tracked back from where it lands,
+comes back to the start: its own forward-backward test lets the span go on. Where the dense
+flow is wrong by more than LK's pyramid can recover, or the patch changed (an occluder, a
+deforming surface), LK's tests fail as well and the span ends as before.
+
+Per step t -> t+1 of an anchor still reliable at t (``p`` its position, ``F_t``/``B_t`` the
+forward/backward flows, ``thr(s) = step_px + step_rel * s``):
+
+1. dense: ``d = F_t(p)``, ``q = p + d``; passes when ``q`` is in frame and
+   ``|d + B_t(q)| <= thr(|d|)`` (the step test of ``anchor_reliability``); FB residual
+   ``e = d + B_t(q)``;
+2. otherwise LK: ``q' = LK(frame t -> t+1, p, seeded at q)``, ``r = LK(frame t+1 -> t, q',
+   seeded at p)`` (``cv2.calcOpticalFlowPyrLK``, ``window`` px, ``levels`` pyramid levels,
+   ``min_eig`` its texture floor); passes when both converge, ``q'`` is in frame,
+   ``|r - p| <= thr(|q' - p|)`` and the normalised cross-correlation of the
+   ``(2 ncc_radius + 1)^2`` patches at ``p`` (frame t) and ``q'`` (frame t+1) is at least
+   ``ncc_min`` (LK's FB test alone let through wrong matches on real clips: the rescued
+   spans with a round trip over 10 px had a frame-0 / last-frame patch NCC of 0.23-0.65);
+   the step is ``q'`` and the residual ``e = r - p``;
+3. drift: the round trip to frame 0 linearised, ``|sum of the residuals e so far| <=
+   roundtrip_px`` (chaining the position back through the backward flow, as
+   ``anchor_reliability`` does, would fail on exactly the steps LK rescued; on the real
+   clips the linearised and the chained round trip keep the same anchors within 1 %).
+
+The first step that fails ends the anchor's reliable span (a prefix, as every backend);
+past it the anchor follows the dense flow (``visible``: in frame, as ``track_points``).
+Steps that pass the dense test are the flow backend's, so where the dense checks hold the
+tracks are identical to ``"flow"``'s.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..trajectories import FB_ROUNDTRIP_PX, FB_STEP_PX, FB_STEP_REL, _inside, bilinear_sample
+from .base import AnchorTracker, AnchorTracks, _check_rule, check_reliable_prefix
+
+__all__ = ["LKAnchorTracker", "LK_WINDOW", "LK_LEVELS", "LK_MIN_EIG", "LK_NCC_MIN", "LK_NCC_RADIUS", "patch_ncc"]
+
+# LK settings (bench/anchors.py --lk-sweep measures the alternatives). The window covers the
+# surface around an anchor at HD without reaching far across motion boundaries; two pyramid
+# levels recover a seed that is off by up to about 4 window radii; the eigenvalue floor
+# (OpenCV's normalised minimum eigenvalue of the window's structure tensor) refuses flat
+# patches, where LK converges anywhere; NCC 0.9 on 11 x 11 patches refuses mismatches.
+LK_WINDOW = 21
+LK_LEVELS = 2
+LK_MIN_EIG = 1e-3
+LK_NCC_MIN = 0.9
+LK_NCC_RADIUS = 5
+LK_ITERATIONS = 20
+LK_EPSILON = 0.03
+
+
+def patch_ncc(a: np.ndarray, b: np.ndarray, pa: np.ndarray, pb: np.ndarray, radius: int = LK_NCC_RADIUS) -> np.ndarray:
+    """Normalised cross-correlation of the ``(2 radius + 1)^2`` patches of gray images ``a`` at
+    points ``pa`` and ``b`` at ``pb`` (``(N, 2)``, bilinear): ``(N,)`` in [-1, 1]; a patch
+    without contrast gives -1 (nothing to match on)."""
+    r = int(radius)
+    off = np.stack(np.meshgrid(np.arange(-r, r + 1), np.arange(-r, r + 1)), -1).reshape(-1, 2).astype(np.float64)
+
+    def patches(img: np.ndarray, pts: np.ndarray) -> np.ndarray:
+        s = bilinear_sample(np.asarray(img, np.float32)[None], (pts[:, None, :] + off[None]).reshape(-1, 2))
+        v = s.reshape(len(pts), -1).astype(np.float64)
+        return v - v.mean(axis=1, keepdims=True)
+
+    va, vb = patches(a, np.asarray(pa, np.float64)), patches(b, np.asarray(pb, np.float64))
+    den = np.sqrt((va * va).sum(1) * (vb * vb).sum(1))
+    return np.where(den > 1e-6, (va * vb).sum(1) / np.maximum(den, 1e-6), -1.0)
+
+
+class LKAnchorTracker(AnchorTracker):
+    """See the module docstring. ``step_px``, ``step_rel``, ``roundtrip_px``: the rule (the
+    defaults of ``stages.trajectories``); ``window``, ``levels``, ``min_eig``, ``ncc_min``,
+    ``ncc_radius``, ``iterations``, ``epsilon``: LK's."""
+
+    name = "lk"
+    device_kind = "cpu"
+    needs_flow = True
+    needs_backward_flow = True
+
+    def __init__(self, step_px: float = FB_STEP_PX, step_rel: float = FB_STEP_REL,
+                 roundtrip_px: float | None = FB_ROUNDTRIP_PX, window: int = LK_WINDOW, levels: int = LK_LEVELS,
+                 min_eig: float = LK_MIN_EIG, ncc_min: float = LK_NCC_MIN, ncc_radius: int = LK_NCC_RADIUS,
+                 iterations: int = LK_ITERATIONS, epsilon: float = LK_EPSILON):
+        if step_px is None:
+            raise ValueError("the lk anchor tracker needs a step test (step_px)")
+        _check_rule(step_px, step_rel, roundtrip_px)
+        if int(window) < 3 or int(window) % 2 == 0:
+            raise ValueError(f"window must be an odd number of pixels >= 3, got {window}")
+        if int(levels) < 0 or not float(min_eig) >= 0 or not -1.0 <= float(ncc_min) <= 1.0 or int(ncc_radius) < 1:
+            raise ValueError(f"bad LK settings: levels {levels}, min_eig {min_eig}, ncc_min {ncc_min}, "
+                             f"ncc_radius {ncc_radius}")
+        self.step_px, self.step_rel = float(step_px), float(step_rel)
+        self.roundtrip_px = None if roundtrip_px is None else float(roundtrip_px)
+        self.window, self.levels = int(window), int(levels)
+        self.min_eig, self.ncc_min, self.ncc_radius = float(min_eig), float(ncc_min), int(ncc_radius)
+        self.iterations, self.epsilon = int(iterations), float(epsilon)
+
+    def describe(self) -> dict[str, Any]:
+        return {"tracker": self.name,
+                "tracking": "dense forward flow chained; a step failing the dense test re-tracked by pyramidal LK",
+                "rule": "step FB error <= step_px + step_rel * |step| (dense backward flow, else LK back and "
+                        "patch NCC >= ncc_min); |sum of the steps' FB residuals| <= roundtrip_px",
+                "step_px": self.step_px, "step_rel": self.step_rel, "roundtrip_px": self.roundtrip_px,
+                "window": self.window, "levels": self.levels, "min_eig": self.min_eig, "ncc_min": self.ncc_min,
+                "ncc_radius": self.ncc_radius, "iterations": self.iterations, "epsilon": self.epsilon}
+
+    def _lk(self, a: np.ndarray, b: np.ndarray, p: np.ndarray, guess: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        import cv2
+
+        crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, self.iterations, self.epsilon)
+        q, status, _ = cv2.calcOpticalFlowPyrLK(
+            a, b, p.astype(np.float32).reshape(-1, 1, 2), guess.astype(np.float32).reshape(-1, 1, 2),
+            winSize=(self.window, self.window), maxLevel=self.levels, criteria=crit,
+            flags=cv2.OPTFLOW_USE_INITIAL_FLOW, minEigThreshold=self.min_eig)
+        return q.reshape(-1, 2).astype(np.float64), status.ravel() == 1
+
+    def track(self, frames, anchors, flow=None, backward_flow=None) -> AnchorTracks:
+        import cv2
+
+        if flow is None or backward_flow is None or frames is None:
+            raise ValueError("the lk anchor tracker needs the frames, the forward and the backward flow")
+        flow, back = np.asarray(flow), np.asarray(backward_flow)
+        frames = np.asarray(frames)
+        if flow.ndim != 4 or flow.shape[1] != 2 or back.shape != flow.shape:
+            raise ValueError(f"forward/backward flow must both be (L-1, 2, H, W), got {flow.shape} and {back.shape}")
+        steps, _, h, w = flow.shape
+        if frames.shape[:3] != (steps + 1, h, w) or frames.ndim != 4 or frames.dtype != np.uint8:
+            raise ValueError(f"frames (L, H, W, 3) uint8 matching the flow {flow.shape} expected, got "
+                             f"{frames.shape} {frames.dtype}")
+        gray = [cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in frames]
+        pos = np.asarray(anchors, np.float64).reshape(-1, 2).copy()
+        a = pos.shape[0]
+        tracks = np.empty((a, steps + 1, 2), np.float64)
+        visible = np.zeros((a, steps + 1), bool)
+        passes = np.zeros((a, steps + 1), bool)
+        tracks[:, 0] = pos
+        visible[:, 0] = _inside(pos, h, w)
+        alive = visible[:, 0].copy()
+        passes[:, 0] = True
+        drift = np.zeros((a, 2))
+        tried = rescued = 0
+        thr = lambda s: self.step_px + self.step_rel * s  # noqa: E731
+        norm = lambda v: np.sqrt(v[:, 0] ** 2 + v[:, 1] ** 2)  # noqa: E731
+        for t in range(steps):
+            idx = np.flatnonzero(visible[:, t])
+            if idx.size == 0:
+                tracks[:, t + 1] = pos
+                continue
+            d = bilinear_sample(flow[t], pos[idx]).astype(np.float64)
+            if not np.all(np.isfinite(d)):
+                raise ValueError(f"non-finite flow sampled at step {t}")
+            q = pos[idx] + d
+            live = np.flatnonzero(alive[idx])
+            passed = np.zeros(idx.size, bool)
+            resid = np.zeros((idx.size, 2))
+            if live.size:
+                e = d[live] + bilinear_sample(back[t], q[live]).astype(np.float64)
+                inside = _inside(q[live], h, w)
+                ok = inside & (norm(e) <= thr(norm(d[live])))
+                passed[live], resid[live] = ok, e
+                todo = live[~ok & inside]                 # a step out of the frame ends the span anyway
+                if todo.size:
+                    tried += todo.size
+                    p0 = pos[idx[todo]]
+                    q1, st1 = self._lk(gray[t], gray[t + 1], p0, q[todo])
+                    r0, st0 = self._lk(gray[t + 1], gray[t], q1, p0)
+                    fb = r0 - p0
+                    good = st1 & st0 & _inside(q1, h, w) & (norm(fb) <= thr(norm(q1 - p0)))
+                    if good.any():
+                        g = np.flatnonzero(good)
+                        good[g] = patch_ncc(gray[t], gray[t + 1], p0[g], q1[g], self.ncc_radius) >= self.ncc_min
+                    sel = todo[good]
+                    q[sel], passed[sel], resid[sel] = q1[good], True, fb[good]
+                    rescued += int(good.sum())
+                drift[idx[live]] += resid[live]
+                if self.roundtrip_px is not None:
+                    passed[live] &= norm(drift[idx[live]]) <= self.roundtrip_px
+            alive[idx] &= passed
+            alive[visible[:, t] == 0] = False
+            pos[idx] = q
+            visible[:, t + 1] = visible[:, t] & _inside(pos, h, w)
+            passes[:, t + 1] = alive
+            tracks[:, t + 1] = pos
+        return AnchorTracks(tracks.astype(np.float32), visible, check_reliable_prefix(passes, visible),
+                            {"lk_tried_steps": int(tried), "lk_rescued_steps": int(rescued)})
