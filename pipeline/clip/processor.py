@@ -239,8 +239,9 @@ class ClipProcessor:
         ``--min-trackable`` filter. The backward flow it computes for the reliability checks
         stays in ``backward_flow`` (with ``backward_flow_backend``, the backend's describe())
         so the entity stage reuses it instead of computing it again."""
+        from stages.anchors.base import make_anchor_tracker, track_anchors
         from stages.flow.base import make_backward_backend
-        from stages.trajectories import compute_anchors, trackability
+        from stages.trajectories import trackability
 
         t = self.cfg.trajectories
         rng = clip_rng(self.cfg.seed, state.key, "anchors")
@@ -261,11 +262,19 @@ class ClipProcessor:
             else:
                 back = backend.backward(state.frames)
             state.backward_flow, state.backward_flow_backend = back, back_desc
-        step_px = getattr(t, "reliable_step_px", 1.0)
-        step_rel = float(getattr(t, "reliable_step_rel", 0.0) or 0.0)
-        rt_px = getattr(t, "reliable_roundtrip_px", 1.5)
-        res = compute_anchors(state.flow, interval=t.interval, rng=rng, backward_flow=back,
-                              step_px=step_px, step_rel=step_rel, roundtrip_px=rt_px)
+        step_px, step_rel, rt_px = t.reliable_step_px, float(t.reliable_step_rel or 0.0), t.reliable_roundtrip_px
+        # Issue 23 (docs/trajectories.md): one anchor tracker per worker; without the checks the
+        # dense flow chained, unchecked, as before.
+        key = "_anchor_tracker" if back is not None else "_anchor_tracker_unchecked"
+        tracker = self.__dict__.get(key)
+        if tracker is None:
+            name = t.tracker if back is not None else "flow"
+            tracker = make_anchor_tracker(name, step_px=step_px, step_rel=step_rel, roundtrip_px=rt_px,
+                                          checkpoint=t.cotracker_checkpoint, device=t.device,
+                                          batch_size=t.batch_size, **dict(t.tracker_options))
+            self.__dict__[key] = tracker
+            self._torch_threads()
+        res = track_anchors(tracker, state.frames, state.flow, back, interval=t.interval, rng=rng)
         state.anchor_tracks, state.anchor_weights = res["anchor_tracks"], res["anchor_weights"]
         state.anchor_visible, state.anchor_reliable = res["anchor_visible"], res["anchor_reliable"]
         track = trackability(res["anchor_visible"], res["anchor_reliable"])
@@ -279,6 +288,7 @@ class ClipProcessor:
                 "step_px": None if step_px is None else float(step_px), "step_rel": step_rel,
                 "roundtrip_px": None if rt_px is None else float(rt_px),
                 "backward_flow": back_desc,
+                "tracker": res["tracker"], "tracker_stats": res["tracker_stats"],
             },
             "trackability": track,
         }
