@@ -9,6 +9,7 @@ from pipeline.config import Config
 from pipeline.testdata.synthetic import disc, render_scene
 from pipeline.clip.processor import ClipFiltered, ClipProcessor
 from schemas.sample import Sample, decode_jpeg, dequantize_flow, encode_jpeg
+from stages.trajectories import FB_ROUNDTRIP_PX, FB_STEP_PX, FB_STEP_REL
 
 W, H, L = 160, 96, 6
 
@@ -47,7 +48,9 @@ def test_reliability_meta_and_one_backward_flow_for_anchors_and_entities():
     s = proc.trajectories(_state(proc, _scene()))
     a = s.meta["anchors"]
     assert s.anchor_reliable.shape == s.anchor_visible.shape
-    assert a["reliability"]["step_px"] == 1.0 and a["reliability"]["roundtrip_px"] == 1.5
+    assert (a["reliability"]["step_px"], a["reliability"]["step_rel"], a["reliability"]["roundtrip_px"]) == \
+        (FB_STEP_PX, FB_STEP_REL, FB_ROUNDTRIP_PX)
+    assert a["reliability"]["tracker"]["tracker"] == "lk" and "lk_rescued_steps" in a["reliability"]["tracker_stats"]
     assert a["reliability"]["backward_flow"]["preset"] == "balanced"
     assert a["trackability"]["reliable_through"] >= 0.8
     assert len(a["trackability"]["reliable_per_frame"]) == L
