@@ -20,23 +20,24 @@ forward/backward flows, ``thr(s) = step_px + step_rel * s``):
    ``anchor_reliability``); the step goes to the midpoint of ``q_f`` and ``q_b``, FB residual
    ``e = q_f - q_b``. The midpoint is candidate (b) of issue 23, the forward and the inverted
    backward flow combined: each flow's own error is halved where they disagree a little
-   (ground-truth p90 on the fast scenes 0.44 -> 0.27 px on shake, 0.74 -> 0.64 on
-   rotate_scale; the real clips' round trip median 1.44 -> 1.08 px on carphone, 0.72 -> 0.43
-   on bigbuckbunny; bench/anchors.py ``--trackers lk:inverse_iterations=0,lk``);
+   (ground-truth p90 on the fast scenes 0.43 -> 0.27 px on shake, 0.74 -> 0.63 on
+   rotate_scale; the real clips' round trip median at HD 1.34 -> 0.98 px on carphone,
+   0.71 -> 0.43 on bigbuckbunny; bench/anchors.py ``--trackers lk:inverse_iterations=0,lk``);
 2. otherwise LK: ``q' = LK(frame t -> t+1, p, seeded at q)``, ``r = LK(frame t+1 -> t, q',
    seeded at p)`` (``cv2.calcOpticalFlowPyrLK``, ``window`` px, ``levels`` pyramid levels,
    ``min_eig`` its texture floor); passes when both converge, ``q'`` is in frame,
    ``|r - p| <= thr(|q' - p|)`` and the normalised cross-correlation of the
    ``(2 ncc_radius + 1)^2`` patches at ``p`` (frame t) and ``q'`` (frame t+1) is at least
    ``ncc_min`` (LK's FB test alone lets wrong matches through on real clips: without the
-   NCC test the round trip p90 at HD goes 3.47 -> 9.36 px on bigbuckbunny, 4.74 -> 7.05 on
+   NCC test the round trip p90 at HD goes 2.64 -> 4.10 px on bigbuckbunny, 3.27 -> 4.20 on
    carphone); the step is ``q'`` and the residual ``e = r - p``;
 3. drift: the round trip to frame 0 linearised, ``|sum of the residuals e so far| <=
    roundtrip_px`` (chaining the position back through the backward flow, as
    ``anchor_reliability`` does, would fail on exactly the steps LK rescued; measured with
-   LK off, ``lk:min_eig=1e9``, the linearised test keeps the same drawn path as the chained
-   one on the real clips at HD, 0.03 / 0.37 / 0.31, and more of the occlusion scene's true
-   path, 0.97 against 0.87, at the same ground-truth p90 of 0.26 px).
+   LK off, ``lk:min_eig=1e9``, the linearised test keeps the chained one's drawn path within
+   0.01 on the real clips at HD, 0.03 / 0.36 / 0.31 against 0.03 / 0.37 / 0.31, and more of
+   the occlusion scene's true path, 0.95 against 0.87, at a ground-truth p90 of 0.21 against
+   0.25 px).
 
 The first step that fails ends the anchor's reliable span (a prefix, as every backend);
 past it the anchor follows the dense flow (``visible``: in frame, as ``track_points``).
@@ -59,18 +60,22 @@ __all__ = ["LKAnchorTracker", "LK_WINDOW", "LK_LEVELS", "LK_MIN_EIG", "LK_NCC_MI
 # --trackers lk,lk:window=15,...``). The window covers the surface around an anchor at HD
 # without reaching far across motion boundaries; two pyramid levels recover a seed that is off
 # by up to about 4 window radii; the eigenvalue floor (OpenCV's normalised minimum eigenvalue
-# of the window's structure tensor) refuses flat patches, where LK converges anywhere; NCC 0.9
-# on 11 x 11 patches refuses mismatches (none: the real clips' round trip p90 doubles).
+# of the window's structure tensor) refuses flat patches, where LK converges anywhere (1e-2
+# against 1e-3: the real clips' round trip p90 at HD 13.1 -> 2.8 px on bikes, 4.2 -> 3.3 on
+# carphone, for 0.01 less drawn path; the fast scenes keep 0.83 of translate's true path
+# instead of 0.85, 0.78 without LK); NCC 0.9 on 11 x 11 patches refuses mismatches (none: the
+# real clips' round trip p90 goes up by 30-55 %).
 LK_WINDOW = 21
 LK_LEVELS = 2
-LK_MIN_EIG = 1e-3
+LK_MIN_EIG = 1e-2
 LK_NCC_MIN = 0.9
 LK_NCC_RADIUS = 5
 LK_ITERATIONS = 20
 LK_EPSILON = 0.03
 # Fixed-point steps inverting the backward flow for the dense step's midpoint (0: the forward
-# flow alone). 3 against 1: the real clips' round trip p90 4.55 -> 4.15 px (carphone) and
-# 3.40 -> 2.64 (bigbuckbunny) for 0.01 less drawn path; 2 bilinear samples more per step.
+# flow alone). 3 against 1, HD: the real clips' round trip p90 4.27 -> 3.27 px (carphone),
+# 3.40 -> 2.64 (bigbuckbunny), 2.27 -> 2.83 (bikes), for 0.01 less drawn path; at LD it costs
+# carphone 0.04 of its drawn path (0.50 -> 0.46). 2 bilinear samples more per step.
 LK_INVERSE_ITERATIONS = 3
 
 

@@ -15,8 +15,14 @@ H, W, L, DX = 96, 160, 5, 12
 
 
 def shifted_clip(dx: int = DX, flat: bool = False, seed: int = 0) -> np.ndarray:
-    """Frames of a texture moving ``dx`` px right per frame (integer shifts: exact)."""
-    tex = smooth_texture(H, W + dx * L, np.random.default_rng(seed), (120, 110, 100), 40.0)
+    """Frames of a texture moving ``dx`` px right per frame (integer shifts: exact): smooth
+    colour plus fine detail (blurred noise), what LK needs above its eigenvalue floor."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    tex = smooth_texture(H, W + dx * L, rng, (120, 110, 100), 20.0)
+    detail = cv2.GaussianBlur(rng.uniform(0, 255, (H, W + dx * L)).astype(np.float32), (0, 0), 1.5)
+    tex += (40.0 * (detail - detail.mean()) / detail.std())[..., None]
     if flat:
         tex[:] = 128.0
     frames = [tex[:, dx * (L - 1 - t): dx * (L - 1 - t) + W] for t in range(L)]
