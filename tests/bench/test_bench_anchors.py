@@ -19,8 +19,8 @@ def test_bench_anchors_rows(tmp_path):
                  "--trackers", "flow,lk:window=15", "--rules", "paper,rel+3", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())
     real, scenes = rows["real"], rows["scenes"]
-    assert [(r["tracker"], r["rule"]) for r in real] == [("flow", "paper"), ("flow", "rel+3"), ("lk:window=15", "rel+3"),
-                                                        ("(b) forward + inverted backward flow", "rel+3")]
+    assert [(r["tracker"], r["rule"]) for r in real] == [
+        ("flow", "paper"), ("flow", "rel+3"), ("lk:window=15", "rel+3"), ("(b) forward + inverted backward flow", "rel+3")]
     for r in real + scenes[:-1]:
         for k in ("drawable_share", "mean_span", "drawn_path_share", "rt_median", "rt_p90", "rt_src_p90"):
             assert r[k] is not None and r[k] >= 0, (r["tracker"], k)
