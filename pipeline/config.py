@@ -290,8 +290,9 @@ class TrajectoryConfig:
     reliable_step_rel: NonNegFloat = 0.14
     reliable_roundtrip_px: Optional[PosFloat] = 3.0
     # Issue 23: what follows the anchors (stages/anchors/, ANCHOR_TRACKERS): "flow" (the dense
-    # flow chained, the rule above), "lk" (the same, a step failing the dense test re-tracked by
-    # pyramidal Lucas-Kanade with its own checks; CPU), "cotracker" (CoTracker3 on the grid,
+    # flow chained, the rule above), "lk" (the same rule, each step the midpoint of the forward
+    # and the inverted backward flow, a step failing the dense test re-tracked by pyramidal
+    # Lucas-Kanade with its own checks; CPU), "cotracker" (CoTracker3 on the grid,
     # torch; its own visibility/confidence rule). tracker_options: the backend's own settings
     # (stages/anchors/lk.py, stages/anchors/cotracker.py); cotracker_checkpoint: CoTracker3's
     # offline weights (scaled_offline.pth); device/batch_size: where and how many clips per call.

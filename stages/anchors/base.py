@@ -21,8 +21,9 @@ clips at once (a torch backend batches them; the CPU ones loop).
 
 ``ANCHOR_TRACKERS`` (a ``stages.registry.Registry``): ``"flow"`` (the dense forward flow
 chained, the forward-backward rule of ``stages.trajectories.anchor_reliability``), ``"lk"``
-(``stages.anchors.lk``: the same chain, each step that fails the dense checks re-tracked by
-pyramidal Lucas-Kanade with its own checks), ``"cotracker"`` (``stages.anchors.cotracker``:
+(``stages.anchors.lk``, the default: each step the midpoint of the forward and the inverted
+backward flow, a step that fails the dense checks re-tracked by pyramidal Lucas-Kanade with
+its own checks), ``"cotracker"`` (``stages.anchors.cotracker``:
 CoTracker3 on the grid, imported when chosen). ``make_anchor_tracker(name, **options)``
 builds one; options named in ``GENERIC_OPTIONS`` are dropped by backends with no use for
 them, any other unknown option is an error.
