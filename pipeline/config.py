@@ -300,7 +300,7 @@ class TrajectoryConfig:
     tracker_options: dict[str, Any] = field(default_factory=dict)
     cotracker_checkpoint: Optional[Str] = None
     device: Annotated[Device, RUNTIME] = "auto"
-    batch_size: Annotated[PosInt, RUNTIME] = 4
+    batch_size: Annotated[PosInt, RUNTIME] = 1     # CoTracker3 offline takes one video per call
 
 
 @section
