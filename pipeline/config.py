@@ -48,6 +48,8 @@ from typing import Annotated, Any, Callable, ClassVar, Iterable, Optional, Union
 import pydantic
 from pydantic import AfterValidator, ConfigDict, Field, Strict, ValidationError, field_validator
 
+from stages.trajectories import FB_ROUNDTRIP_PX, FB_STEP_PX, FB_STEP_REL   # the rule's defaults, declared there
+
 __all__ = [
     "ConfigError", "Profile", "PROFILES", "DEFAULT_PROFILE", "get_profile",
     "DecodeConfig", "FlowConfig", "TrajectoryConfig", "EntityConfig", "FilterConfig", "ShardConfig",
@@ -198,6 +200,12 @@ def _tracker_choices() -> Iterable[str]:
     return tracker_choices()
 
 
+def _anchor_trackers() -> Iterable[str]:
+    from stages.anchors.base import ANCHOR_TRACKERS
+
+    return ANCHOR_TRACKERS.choices()
+
+
 def _sam_models() -> Iterable[str]:
     from stages.entities.masks_sam import SAM_MODEL_TYPES
 
@@ -289,10 +297,25 @@ class TrajectoryConfig:
     # (+ reliable_step_rel * |step|) and the position chained back to frame 0 lands within
     # reliable_roundtrip_px of the anchor (None turns a test off; reliability false stores
     # no reliable array, and the loader then treats the anchors as unverified).
+    # Issue 23: the defaults are stages.trajectories' FB_STEP_PX, FB_STEP_REL (a step tolerance
+    # that grows with the step, Sundaram et al.'s form) and FB_ROUNDTRIP_PX (0.3 x the paper's
+    # Gaussian sigma of 10 px); the measured trade-off table is in docs/trajectories.md.
     reliability: Bool = True
-    reliable_step_px: Optional[PosFloat] = 1.0
-    reliable_step_rel: NonNegFloat = 0.0
-    reliable_roundtrip_px: Optional[PosFloat] = 1.5
+    reliable_step_px: Optional[PosFloat] = FB_STEP_PX          # 0.7
+    reliable_step_rel: NonNegFloat = FB_STEP_REL               # 0.14
+    reliable_roundtrip_px: Optional[PosFloat] = FB_ROUNDTRIP_PX  # 3.0
+    # Issue 23: what follows the anchors (stages/anchors/, ANCHOR_TRACKERS): "flow" (the dense
+    # flow chained, the rule above), "lk" (the same rule, each step the midpoint of the forward
+    # and the inverted backward flow, a step failing the dense test re-tracked by pyramidal
+    # Lucas-Kanade with its own checks; CPU), "cotracker" (CoTracker3 on the grid,
+    # torch; its own visibility/confidence rule). tracker_options: the backend's own settings
+    # (stages/anchors/lk.py, stages/anchors/cotracker.py); cotracker_checkpoint: CoTracker3's
+    # offline weights (scaled_offline.pth); device/batch_size: where and how many clips per call.
+    tracker: one_of(_anchor_trackers) = "lk"
+    tracker_options: dict[str, Any] = field(default_factory=dict)
+    cotracker_checkpoint: Optional[Str] = None
+    device: Annotated[Device, RUNTIME] = "auto"
+    batch_size: Annotated[PosInt, RUNTIME] = 1     # CoTracker3 offline takes one video per call
 
 
 @section

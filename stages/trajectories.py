@@ -29,10 +29,16 @@ from typing import Any
 import numpy as np
 
 # The anchors' forward-backward (FB) reliability rule (see anchor_reliability;
-# docs/trajectories.md has the measurements on real clips that set these).
-FB_STEP_PX = 1.0
-FB_STEP_REL = 0.0
-FB_ROUNDTRIP_PX = 1.5
+# docs/trajectories.md has the measurements on real clips and on the fast synthetic scenes
+# with ground truth that set these). The step tolerance grows with the step (0.7 + 0.14 |d|:
+# Sundaram et al.'s |w + w_back|^2 < 0.01 (|w|^2 + |w_back|^2) + 0.5 made linear, an upper
+# bound of it); the round trip is tied to what it serves: 0.3 x the trainer's Gaussian sigma
+# (DragNUWA's 10 px), an error the trajectory map cannot show.
+TRAINER_SIGMA_PX = 10.0
+ROUNDTRIP_SIGMA_SHARE = 0.3
+FB_STEP_PX = 0.7
+FB_STEP_REL = 0.14
+FB_ROUNDTRIP_PX = ROUNDTRIP_SIGMA_SHARE * TRAINER_SIGMA_PX
 
 __all__ = [
     "sample_delta",
@@ -47,6 +53,9 @@ __all__ = [
     "FB_STEP_PX",
     "FB_STEP_REL",
     "FB_ROUNDTRIP_PX",
+    "TRAINER_SIGMA_PX",
+    "ROUNDTRIP_SIGMA_SHARE",
+    "anchor_weights",
     "compute_anchors",
     "draw_trajectories",
     "rasterize_displacements",
@@ -349,6 +358,14 @@ def compose_flows(steps) -> np.ndarray:
     return out
 
 
+def anchor_weights(flow: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+    """The paper's multinomial weights: ``||flow[0]||_2`` at each (integer) anchor pixel, ``(A,)`` float32."""
+    ix = np.asarray(anchors)[:, 0].astype(np.intp)
+    iy = np.asarray(anchors)[:, 1].astype(np.intp)
+    f0 = np.asarray(flow)[0][:, iy, ix].T.astype(np.float64)   # (A, 2)
+    return np.sqrt(f0[:, 0] ** 2 + f0[:, 1] ** 2).astype(np.float32)
+
+
 def compute_anchors(flow: np.ndarray, interval: int = 16, rng: np.random.Generator | None = None,
                     delta: tuple[int, int] | None = None, backward_flow: np.ndarray | None = None,
                     step_px: float | None = FB_STEP_PX, step_rel: float = FB_STEP_REL,
@@ -384,10 +401,7 @@ def compute_anchors(flow: np.ndarray, interval: int = 16, rng: np.random.Generat
     delta = (int(delta[0]), int(delta[1]))
     _, _, h, w = flow.shape
     anchors = anchor_grid(h, w, interval, delta)
-    ix = anchors[:, 0].astype(np.intp)
-    iy = anchors[:, 1].astype(np.intp)
-    f0 = flow[0][:, iy, ix].T.astype(np.float64)              # (A, 2)
-    weights = np.sqrt(f0[:, 0] ** 2 + f0[:, 1] ** 2).astype(np.float32)
+    weights = anchor_weights(flow, anchors)
     tracks, visible = track_points(anchors, flow)
     reliable = None
     if backward_flow is not None:

@@ -8,9 +8,9 @@ author marks it. On top of that:
 
 * ``profile`` and ``frames`` become the resolved profile (name, frames, size, fps);
 * weights files and source folders (``flow.checkpoint``, ``flow.source``,
-  ``entities.sam_checkpoint``, ``entities.cotracker_checkpoint``) count by their base name,
-  as the samples' metadata records them: moving the weights to another folder is not a
-  change of settings;
+  ``entities.sam_checkpoint``, ``entities.cotracker_checkpoint``,
+  ``trajectories.cotracker_checkpoint``) count by their base name, as the samples' metadata
+  records them: moving the weights to another folder is not a change of settings;
 * ``entities`` is ``{"enabled": false}`` when the entity steps are off
   (``EntityMasksStep.enabled``: ``enabled`` false or ``masks: none``), whatever its other settings; ``entities.sam``'s batch size
   (``points_per_batch`` / ``batch_size``) is left out;
@@ -39,7 +39,7 @@ from pipeline.steps.entity_masks import EntityMasksStep
 __all__ = ["content_settings", "fingerprint", "diff_settings", "config_record", "recorded_settings", "check_resume"]
 
 FILE_SETTINGS = {("flow", "checkpoint"), ("flow", "source"), ("entities", "sam_checkpoint"),
-                 ("entities", "cotracker_checkpoint")}
+                 ("entities", "cotracker_checkpoint"), ("trajectories", "cotracker_checkpoint")}
 SAM_BATCH_KEYS = ("points_per_batch", "batch_size")
 
 

@@ -325,6 +325,10 @@ def _summary_line(meta: dict) -> str:
     track = (meta.get("anchors") or {}).get("trackability") or {}
     if track.get("reliable_through") is not None:
         parts.append(f"trackable {track['reliable_through']:.0%}")
+    cov = (meta.get("anchors") or {}).get("coverage") or {}
+    if cov.get("drawn_path_share") is not None:   # what the trainers' draw keeps of the motion
+        parts.append(f"draw: weight {cov['drawable_share']:.0%} span {cov['mean_span']:.0%} "
+                     f"path {cov['drawn_path_share']:.0%}")
     return " | ".join(parts)
 
 

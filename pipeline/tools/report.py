@@ -9,7 +9,9 @@ returns a summary:
 - per-clip distributions (n, mean, min, p10, p50, p90, max): sample bytes, anchors per clip,
   anchor visibility, trackability (``anchors reliable through``: of the anchors in frame
   through the clip, the share reliable through it, as ``--min-trackable`` compares; and the
-  share reliable at the last frame), entities per clip, entity radius (pooled over entities), entity
+  share reliable at the last frame), the trainers' draw coverage (``meta.anchors.coverage``:
+  drawable weight share, reliable span, drawn path share against the paper's unfiltered
+  draw), entities per clip, entity radius (pooled over entities), entity
   visibility, and the motion statistics of ``meta["motion"]`` (see stages/motion.py);
 - time per stage from the shards' ``stage_seconds`` (summed over workers) and the
   throughput it implies (clips per worker-second).
@@ -123,6 +125,7 @@ def collect(out_dir: str, max_samples: int | None = None) -> dict[str, Any]:
     frames_total, sizes = 0, Counter()
     anchors_n, anchor_vis, anchor_vis_last, anchor_vis_t = [], [], [], []
     rel_through, rel_last, rel_t = [], [], []
+    cov: dict[str, list] = {"drawable weight share": [], "reliable span (of L-1)": [], "drawn path share": []}
     unverified = no_reliable = flow_failures = 0
     ent_n, ent_radii, ent_vis, ent_vis_t = [], [], [], []
     motion_vals: dict[str, list] = {label: [] for label, _, _ in MOTION_FIELDS}
@@ -159,6 +162,10 @@ def collect(out_dir: str, max_samples: int | None = None) -> dict[str, Any]:
                     rel_last.append(float(rel[:, -1].mean()))
                     rel_t.append(rel.mean(0))
                     no_reliable += not bool((rel[:, 0] & rel[:, 1]).any()) if rel.shape[1] > 1 else 0
+            c = (meta.get("anchors") or {}).get("coverage") or {}
+            for label, key_ in zip(cov, ("drawable_share", "mean_span", "drawn_path_share")):
+                if c.get(key_) is not None:
+                    cov[label].append(float(c[key_]))
             if ENTITIES_MEMBER in m:
                 e = load_npz(m[ENTITIES_MEMBER])
                 with_entities += 1
@@ -216,6 +223,8 @@ def collect(out_dir: str, max_samples: int | None = None) -> dict[str, Any]:
             "anchors visible at end": distribution(anchor_vis_last),
             "anchors reliable through": distribution(rel_through),
             "anchors reliable at end": distribution(rel_last),
+            # the trainers' draw coverage (meta.anchors.coverage, docs/trajectories.md)
+            **{label: distribution(v) for label, v in cov.items()},
             "entities per clip": distribution(ent_n),
             "entity radius": distribution(ent_radii),
             "entity visibility": distribution(ent_vis),
@@ -247,7 +256,7 @@ def _fmt(v: float | None, label: str) -> str:
         return _human_bytes(v)
     if label.endswith("per clip"):
         return f"{v:.1f}" if v != int(v) else f"{int(v)}"
-    if label in ("moving fraction", "camera inlier ratio") or "visib" in label or "reliable" in label:
+    if label in ("moving fraction", "camera inlier ratio") or "visib" in label or "reliable" in label or "share" in label:
         return f"{v:.1%}"
     return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
 

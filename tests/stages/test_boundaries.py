@@ -37,11 +37,12 @@ def test_stages_import_neither_pipeline_nor_ray():
 
 
 def test_lazy_registry_entries_stay_inside_stages():
+    from stages.anchors.base import ANCHOR_TRACKERS
     from stages.entities.masks import MASK_SOURCES
     from stages.entities.tracking import TRACKERS
     from stages.flow.base import FLOW_BACKENDS
 
-    for reg in (FLOW_BACKENDS, MASK_SOURCES, TRACKERS):
+    for reg in (FLOW_BACKENDS, MASK_SOURCES, TRACKERS, ANCHOR_TRACKERS):
         for name in reg.choices():
             entry = reg._entries[name]
             if isinstance(entry, str):

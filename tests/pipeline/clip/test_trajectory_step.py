@@ -11,6 +11,7 @@ from pipeline.clip.loop import ClipSteps
 from pipeline.steps.flow import backward_backend
 from schemas.sample import Sample, decode_jpeg, encode_jpeg
 from stages.errors import ClipFiltered
+from stages.trajectories import FB_ROUNDTRIP_PX, FB_STEP_PX, FB_STEP_REL
 
 W, H, L = 160, 96, 6
 
@@ -53,9 +54,13 @@ def test_reliability_meta_and_one_backward_flow_for_anchors_and_entities():
     s = _step(proc, "anchors", _state(proc, _scene()))
     a = s.meta["anchors"]
     assert s.anchor_reliable.shape == s.anchor_visible.shape
-    assert a["reliability"]["step_px"] == 1.0 and a["reliability"]["roundtrip_px"] == 1.5
+    assert (a["reliability"]["step_px"], a["reliability"]["step_rel"], a["reliability"]["roundtrip_px"]) == \
+        (FB_STEP_PX, FB_STEP_REL, FB_ROUNDTRIP_PX)
+    assert a["reliability"]["tracker"]["tracker"] == "lk" and "lk_rescued_steps" in a["reliability"]["tracker_stats"]
     assert a["reliability"]["backward_flow"]["preset"] == "balanced"
     assert a["trackability"]["reliable_through"] >= 0.8
+    cov = a["coverage"]                 # what the trainers' draw keeps of the motion
+    assert 0.8 <= cov["drawable_share"] <= 1 and 0 < cov["mean_span"] <= 1 and 0.5 <= cov["drawn_path_share"] <= 1
     assert len(a["trackability"]["reliable_per_frame"]) == L
     s = _step(proc, "entity_tracks", _step(proc, "entity_masks", s))
     assert len(calls) == 1, "the entity steps must reuse the anchors step's backward flow"

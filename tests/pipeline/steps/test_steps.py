@@ -67,7 +67,7 @@ def test_the_step_list_names_every_stage_once():
     assert [s.name for s in steps_for(Config(), "flow")] == ["decode", "captions", "flow"]
     off = Config().replace(**{"entities.masks": "none"})
     assert [s.name for s in steps_for(off)][-2:] == ["anchors", "entity_tracks"]   # no masks step
-    assert operator_names() == ("cpu", "decode", "captions", "flow", "masks", "tracks")
+    assert operator_names() == ("cpu", "decode", "captions", "flow", "anchors", "masks", "tracks")
     with pytest.raises(ValueError, match="unknown stage 'nope'"):
         steps_for(Config(), "nope")
 
@@ -150,3 +150,19 @@ def test_a_torch_plugin_flow_backend_gets_its_own_gpu_operator(tmp_path):
         ("cpu", ["decode", "captions"]), ("flow", ["flow", "motion", "anchors"]), ("cpu2", ["entity_tracks"])]
     assert [g["num_gpus"] for g in res.groups] == [0.0, 1.0, 0.0]
     assert ru.sample_hashes(str(tmp_path / "gpu")) == ru.sample_hashes(str(tmp_path / "fused"))
+
+
+def test_anchor_trackers_are_placed_by_their_device_kind():
+    """CoTracker anchors (torch) get an operator of their own, batched across clips; the CPU
+    trackers stay with the CPU work, or beside a flow model that makes their backward flow."""
+    cot = Config().replace(**{"trajectories.tracker": "cotracker", "entities.masks": "none"})
+    assert [(g.name, g.steps, g.gpu) for g in plan_groups(cot, "shards", 8, 1)] == [
+        ("cpu", ("decode", "captions", "flow", "motion"), False), ("anchors", ("anchors",), True),
+        ("cpu2", ("entity_tracks",), False)]
+    assert plan_groups(cot.replace(**{"trajectories.batch_size": 4}), "shards", 8, 1)[1].batch_size == 4
+    raft = Config().replace(**{"flow.backend": "raft", "entities.masks": "none"})
+    assert [g.steps for g in plan_groups(raft, "shards", 8, 1)][:2] == [("decode", "captions"),
+                                                                       ("flow", "motion", "anchors")]
+    from pipeline.clip.loop import ClipSteps
+
+    assert ClipSteps(cot)["anchors"].batched and not ClipSteps(Config())["anchors"].batched
