@@ -1,10 +1,13 @@
 """The trackers that follow the conditioning points in a generated video, from frame 0.
 
 ``flow`` (default, CPU, no weights): the video's own dense flow (DIS, ``stages.flow``; the
-pipeline's medium preset forward, balanced backward, as the shards' anchors and entity checks
-use) and ``stages.entities.tracking.FlowTracker``: each point chained through the forward flow
-with a forward-backward check (``fb_threshold`` px); a step that fails it leaves the point
-unverified there, carried on by its last verified velocity.
+pipeline's medium preset forward, balanced backward, as the shards' anchors use) and the
+pipeline's own anchor tracker (``stages.anchors``, ``lk`` by default: each point chained through
+the flow, refined with the inverted backward flow, a step that fails the forward-backward rule
+re-tracked by Lucas-Kanade); a point that fails the rule is unverified from there on, its
+positions the tracker's estimates. The same tracker that made the conditions measures the
+generated video, so the floor (the real frames) is the tracker's own error, not a weaker
+tracker's.
 ``cotracker``: CoTracker3 offline from a checkpoint file given by path
 (``stages.entities.tracking.CoTrackerTracker``; the ``cotracker`` package is installed by the
 user, imported only here). All queries of a video go through one forward pass.
@@ -41,14 +44,14 @@ class FlowPointTracker:
 
     name = "flow"
 
-    def __init__(self, forward_preset: str = "medium", backward_preset: str = "balanced", fb_threshold: float = 1.5):
-        from stages.entities.tracking import FlowTracker
+    def __init__(self, forward_preset: str = "medium", backward_preset: str = "balanced", anchor_tracker: str = "lk"):
+        from stages.anchors import make_anchor_tracker
         from stages.flow.base import make_flow_backend
 
         try:
             self.forward_backend = make_flow_backend("dis", preset=forward_preset)
             self.backward_backend = make_flow_backend("dis", preset=backward_preset)
-            self.tracker = FlowTracker(fb_threshold=fb_threshold)
+            self.tracker = make_anchor_tracker(anchor_tracker)
         except ValueError as e:
             raise TrackerSetupError(f"cannot set up the flow tracker: {e}") from None
 
@@ -64,7 +67,9 @@ class FlowPointTracker:
         float32 and verified (Q, L) bool."""
         fwd = self.forward_backend.forward(frames)
         back = self.backward_backend.backward(frames)
-        return self.tracker.track(frames, queries, fwd, back)
+        out = self.tracker.track(frames, queries, fwd, back)
+        verified = out.reliable if out.reliable is not None else out.visible
+        return np.asarray(out.tracks, np.float32), np.asarray(verified, bool)
 
 
 class CoTrackerPointTracker:
@@ -97,10 +102,10 @@ class CoTrackerPointTracker:
 
 
 def make_point_tracker(name: str, cotracker_checkpoint: str | None = None, device: str = "auto",
-                       flow_preset: str = "medium", fb_threshold: float = 1.5):
+                       flow_preset: str = "medium"):
     """The tracker called ``name`` (``TRACKERS``); ``TrackerSetupError`` when it cannot be built."""
     if name == "flow":
-        return FlowPointTracker(forward_preset=flow_preset, fb_threshold=fb_threshold)
+        return FlowPointTracker(forward_preset=flow_preset)
     if name == "cotracker":
         return CoTrackerPointTracker(cotracker_checkpoint, device=device)
     raise TrackerSetupError(f"unknown tracker {name!r}; choose {' or '.join(TRACKERS)}")
