@@ -21,7 +21,7 @@ it is a model (``FLOW_BACKENDS.device_kind(name)``). The torch backends subclass
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -91,6 +91,26 @@ class FlowBackend:
         """Forward flow of a clip: ``pairs(frames[:-1], frames[1:])`` -> ``(L-1, 2, H, W)``."""
         frames = check_frames(frames)
         return self.pairs(frames[:-1], frames[1:])
+
+    # pairs per ``pairs`` call of the default ``forward_pairs`` (a torch backend batches them)
+    PAIRS_PER_CALL = 8
+
+    def forward_pairs(self, frames: np.ndarray) -> Iterator[np.ndarray]:
+        """The forward flow of a clip pair by pair: ``(2, H, W)`` float32 for t = 0 .. L-2, the
+        same values as ``forward(frames)[t]``. A caller that keeps each pair in its own form
+        (the flow step quantises and encodes it) never holds a second float32 copy of the
+        whole flow (244 MB at 81 frames of 832x480). Here: ``pairs`` on ``PAIRS_PER_CALL``
+        pairs at a time, or the pairs of ``forward`` when a subclass overrides ``forward``
+        alone (a plugin's choice of how to compute a clip is kept); the CPU backends compute
+        one pair at a time."""
+        frames = check_frames(frames)
+        if type(self).forward is not FlowBackend.forward:
+            yield from self.forward(frames)
+            return
+        n = max(1, int(getattr(self, "batch_size", None) or self.PAIRS_PER_CALL))
+        for i in range(0, len(frames) - 1, n):
+            j = min(i + n, len(frames) - 1)
+            yield from self.pairs(frames[i:j], frames[i + 1:j + 1])
 
     def backward(self, frames: np.ndarray) -> np.ndarray:
         """Backward flow of a clip: ``pairs(frames[1:], frames[:-1])`` -> ``(L-1, 2, H, W)``.
