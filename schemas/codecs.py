@@ -116,25 +116,40 @@ def flow_header(data: bytes) -> tuple[tuple[int, int, int, int], float]:
 
 
 def decode_flow(data: bytes) -> np.ndarray:
-    """Inverse of :func:`encode_flow`: float32 (N, 2, H, W) px."""
+    """Inverse of :func:`encode_flow`: float32 (N, 2, H, W) px.
+
+    One (H, W) plane at a time (its four byte planes gathered, un-zigzagged, summed, scaled
+    into the output): besides the decompressed bytes and the output, only one plane's
+    temporaries exist, and the passes stay in the CPU cache: a wan sample's flow (80 x 2 planes
+    of 832x480) decodes in 0.7 s instead of 2.8-3.4 s with whole-array passes (loaded 2-core
+    development machine), which was a third of the trainers' loader time per wan sample."""
     import pyarrow as pa
 
     magic, n, c, h, w, step, size = _FLOW_HEADER.unpack_from(data)
     if magic != FLOW_MAGIC:
         raise ValueError(f"not a flow member (magic {magic!r})")
-    raw = pa.decompress(memoryview(data)[_FLOW_HEADER.size:], decompressed_size=size, codec="zstd", asbytes=True)
+    raw = pa.decompress(memoryview(data)[_FLOW_HEADER.size:], decompressed_size=size, codec="zstd", asbytes=False)
     planes = np.frombuffer(raw, np.uint8).reshape(4, -1)
-    zz = np.empty((planes.shape[1], 4), np.uint8)
-    for k in range(4):  # un-shuffle plane by plane (faster than a transposed copy)
-        zz[:, k] = planes[k]
-    zz = zz.view("<u4").reshape(n, c, h, w)
-    d = (zz >> 1).view(np.int32) ^ -(zz & 1).view(np.int32)
-    # int32 sums: exact, since the encoder's residuals are int32 differences (wrap-around
-    # arithmetic cancels) and every quantised value fits int32.
-    q = np.cumsum(d, axis=-1, dtype=np.int32)
-    np.cumsum(q, axis=-2, dtype=np.int32, out=q)
-    out = q.astype(np.float32)
-    out *= np.float32(step)
+    out = np.empty((n, c, h, w), np.float32)
+    area = h * w
+    zz = np.empty((area, 4), np.uint8)
+    d = np.empty((h, w), np.int32)
+    one = np.empty((h, w), np.int32)
+    q = np.empty((h, w), np.int32)
+    scale = np.float32(step)
+    for k, plane in enumerate(out.reshape(n * c, h, w)):
+        for b in range(4):  # un-shuffle: byte b of every value of this plane
+            zz[:, b] = planes[b, k * area:(k + 1) * area]
+        u = zz.view("<u4").reshape(h, w)
+        np.right_shift(u, 1, out=d.view(np.uint32))
+        np.bitwise_and(u, 1, out=one.view(np.uint32))
+        np.negative(one, out=one)
+        np.bitwise_xor(d, one, out=d)
+        # int32 sums: exact, since the encoder's residuals are int32 differences (wrap-around
+        # arithmetic cancels) and every quantised value fits int32.
+        np.cumsum(d, axis=-1, dtype=np.int32, out=q)
+        np.cumsum(q, axis=-2, dtype=np.int32, out=q)
+        np.multiply(q, scale, out=plane, dtype=np.float32, casting="unsafe")   # = q.astype(float32) * step
     return out
 
 

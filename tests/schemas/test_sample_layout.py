@@ -112,3 +112,13 @@ def test_encode_sample_stores_the_flow_steps_own_bytes():
     assert encode_sample(Sample(**fields, flow_pfz=pfz))["flow.pfz"] is pfz          # used as is, not re-encoded
     stale = encode_flow(s["flow"][:2], DEFAULT_FLOW_STEP)                             # of another flow: ignored
     assert encode_sample(Sample(**fields, flow_pfz=stale))["flow.pfz"] == ref
+
+
+@pytest.mark.parametrize("step", [DEFAULT_FLOW_STEP, 0.1, 0.25, 3.0])
+def test_decode_flow_gives_exactly_the_flow_at_the_stored_precision(step):
+    from schemas.sample import dequantize_flow
+
+    flow = np.random.default_rng(5).normal(0, 40, (4, 2, 23, 31)).astype(np.float32)
+    flow[0, 0, :3] = 0.0
+    flow[1, 1, 2, 3:6] = [-1e5, 1e5, -0.01]          # a negative value that rounds to zero
+    assert decode_flow(encode_flow(flow, step)).tobytes() == dequantize_flow(flow, step).tobytes()
