@@ -1,5 +1,10 @@
 """Run configuration: profiles and per-stage settings, loadable from YAML/JSON and the CLI.
 
+Profiles: the built-in ``PROFILES`` and the user's, declared in the ``profiles:`` section
+(``ProfileConfig``: frames, width, height, fps, checked like every setting); ``profile``
+names one of either, and ``Config.get_profile()`` resolves it (with ``frames`` overriding
+its frame count).
+
 Longer than 500 lines because it is the one place every setting is declared, typed and
 documented (one section per stage): a reader finds any setting here in one hop.
 

@@ -110,9 +110,9 @@ class FlowStep(Step):
         """Forward flow of each clip, pair by pair: each pair is rounded to the stored precision
         into the clip's flow array and encoded into its ``pfz1`` member as it comes
         (``schemas.codecs.FlowEncoder``), so no second float32 copy of the clip's flow exists
-        (docs/performance.md, "Memory per worker"). The frame pairs of several clips go through
-        one batched call where the backend can (``forward_many``: the torch backends) and the
-        clips share one frame size."""
+        (docs/performance.md, "Profiles: memory per worker"). The frame pairs of several clips
+        go through one batched call where the backend can (``forward_many``: the torch
+        backends) and the clips share one frame size."""
         backend = self.backend
         many = getattr(backend, "forward_many", None)
         if many is not None and len(samples) > 1 and len({s.frames.shape for s in samples}) == 1:

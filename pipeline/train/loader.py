@@ -433,7 +433,8 @@ def make_dataset(
         world_info(rank, world_size)              # validate
     opts = LoaderOptions(
         conditions=conds, size=size, augment=augment, gaussian=resolve_gaussian(gaussian),
-        gaussian_scale=gaussian_scale, filter_method=filter_method, max_trajectories=int(max_trajectories), max_entities=int(max_entities),
+        gaussian_scale=gaussian_scale, filter_method=filter_method, max_trajectories=int(max_trajectories),
+        max_entities=int(max_entities),
         entity_sigma_ratio=float(entity_sigma_ratio), loss_mask=loss_mask, missing_entities=missing_entities,
         dropout=_resolve_dropout(dropout), keep_meta=bool(keep_meta), on_error=on_error,
         unverified_anchors=unverified_anchors,

@@ -92,21 +92,28 @@ class FlowBackend:
         frames = check_frames(frames)
         return self.pairs(frames[:-1], frames[1:])
 
-    # pairs per ``pairs`` call of the default ``forward_pairs`` (a torch backend batches them)
+    # pairs per ``pairs`` call of the default ``_forward_pairs`` (a torch backend batches them)
     PAIRS_PER_CALL = 8
 
     def forward_pairs(self, frames: np.ndarray) -> Iterator[np.ndarray]:
         """The forward flow of a clip pair by pair: ``(2, H, W)`` float32 for t = 0 .. L-2, the
         same values as ``forward(frames)[t]``. A caller that keeps each pair in its own form
-        (the flow step quantises and encodes it) never holds a second float32 copy of the
-        whole flow (244 MB at 81 frames of 832x480). Here: ``pairs`` on ``PAIRS_PER_CALL``
-        pairs at a time, or the pairs of ``forward`` when a subclass overrides ``forward``
-        alone (a plugin's choice of how to compute a clip is kept); the CPU backends compute
-        one pair at a time."""
-        frames = check_frames(frames)
-        if type(self).forward is not FlowBackend.forward:
+        (the flow step rounds and encodes it) never holds a second float32 copy of the whole
+        flow (244 MB at 81 frames of 832x480). Backends implement ``_forward_pairs``; a
+        subclass that overrides ``forward`` below the class whose ``_forward_pairs`` it
+        inherits (a plugin that wraps ``forward``) is served by its ``forward``, so its own
+        way of computing a clip is kept."""
+        mro = type(self).__mro__
+        definer = {n: next(i for i, c in enumerate(mro) if n in c.__dict__) for n in ("forward", "_forward_pairs")}
+        if definer["forward"] < definer["_forward_pairs"]:
             yield from self.forward(frames)
-            return
+        else:
+            yield from self._forward_pairs(frames)
+
+    def _forward_pairs(self, frames: np.ndarray) -> Iterator[np.ndarray]:
+        """Here: ``pairs`` on ``PAIRS_PER_CALL`` pairs at a time (the CPU backends compute one
+        pair at a time, the torch ones in their batches)."""
+        frames = check_frames(frames)
         n = max(1, int(getattr(self, "batch_size", None) or self.PAIRS_PER_CALL))
         for i in range(0, len(frames) - 1, n):
             j = min(i + n, len(frames) - 1)

@@ -50,7 +50,7 @@ class _GrayPairBackend(FlowBackend):
         g = self._gray(frames)
         return self._run(g[:-1], g[1:], frames.shape[1], frames.shape[2])
 
-    def forward_pairs(self, frames: np.ndarray) -> Iterator[np.ndarray]:
+    def _forward_pairs(self, frames: np.ndarray) -> Iterator[np.ndarray]:
         frames = check_frames(frames)
         h, w = frames.shape[1:3]
         prev = cv2.cvtColor(np.ascontiguousarray(frames[0]), cv2.COLOR_RGB2GRAY)

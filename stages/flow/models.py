@@ -211,7 +211,7 @@ class TorchFlowBackend(FlowBackend):
     def forward(self, frames: np.ndarray) -> np.ndarray:
         return self.forward_many([frames])[0]
 
-    def forward_pairs(self, frames: np.ndarray) -> Iterator[np.ndarray]:
+    def _forward_pairs(self, frames: np.ndarray) -> Iterator[np.ndarray]:
         """The forward flow pair by pair, in the batches ``forward`` makes (frames uploaded once)."""
         frames = check_frames(frames)
         torch = _torch()

@@ -251,7 +251,13 @@ def test_forward_pairs_of_a_plugin_backend(monkeypatch):
         def forward(self, frames):
             return np.full((len(frames) - 1, 2) + frames.shape[1:3], 7.0, np.float32)
 
+    class Wrapped(DISFlow):     # wraps forward (as tests/pipeline/reliability_util's faulty backend)
+        def forward(self, frames):
+            return super().forward(frames) + 1.0
+
     p = Pairs()
     assert np.stack(list(p.forward_pairs(clip))).tobytes() == p.forward(clip).tobytes()
     assert p.calls == [3, 3, 3, 1, 10]             # forward_pairs: PAIRS_PER_CALL (3) at a time; forward: 10
     assert np.stack(list(Whole().forward_pairs(clip))).tobytes() == Whole().forward(clip).tobytes()
+    w = Wrapped("fast")
+    assert np.stack(list(w.forward_pairs(clip))).tobytes() == w.forward(clip).tobytes()
