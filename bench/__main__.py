@@ -24,14 +24,15 @@ from bench.report import check_targets, format_table, variant_figures  # noqa: E
 from pipeline.config import Config  # noqa: E402
 
 # Clip counts. "full": about 15 minutes on 2 quiet cores (about 20-25 with the machine
-# shared); the per-stage loop runs on the first per_stage_* clips of the same list.
+# shared), plus about 10 for the profiles section (HD, cogvideox, wan: bench/profiles.py); the
+# per-stage loop runs on the first per_stage_* clips of the same list.
 SIZES = {
     "full": dict(hd_clips=32, ld_clips=48, shard_hd=8, shard_ld=8, per_stage_hd=16, per_stage_ld=24,
                  motion_per_level=3, mem_rows=1000, mem_check=100, mem_shard=50, distinct=8,
-                 plan_rows=(100_000, 1_000_000), exec_hd=64, exec_ld=8),
+                 plan_rows=(100_000, 1_000_000), exec_hd=64, exec_ld=8, profile_clips=3),
     "quick": dict(hd_clips=2, ld_clips=2, shard_hd=1, shard_ld=1, per_stage_hd=2, per_stage_ld=2,
                   motion_per_level=1, mem_rows=8, mem_check=4, mem_shard=2, distinct=2,
-                  plan_rows=(1_000, 10_000), exec_hd=3, exec_ld=2),
+                  plan_rows=(1_000, 10_000), exec_hd=3, exec_ld=2, profile_clips=1),
 }
 
 
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", default=os.path.join(ROOT, "bench", "results"), help="JSON output folder")
     ap.add_argument("--preset", default=None, help="DIS preset for the pipeline runs (default: the config default)")
     ap.add_argument("--skip", default="", help="comma-separated sections to skip: "
-                    "stages,lower,baseline,accuracy,e2e,memory,plan,execution,decoders")
+                    "stages,lower,baseline,accuracy,e2e,memory,plan,execution,decoders,profiles")
     args = ap.parse_args(argv)
     mode = "quick" if args.quick else "full"
     S = SIZES[mode]
@@ -202,6 +203,14 @@ def main(argv: list[str] | None = None) -> int:
         _log("decoders: every installed backend on the same clips")
         result["decoders"] = bdec.measure(os.path.join(work, "clips", "decoders"), repeats=1 if mode == "quick" else 3)
 
+    # ---- the profiles side by side (issue 25): memory per worker, clips/s per core, bytes per clip
+    if "profiles" not in skip:
+        from bench.profiles import PROFILES as PROFILE_NAMES
+        from bench.profiles import profiles as profile_figures
+
+        _log(f"profiles: {', '.join(PROFILE_NAMES)}, {S['profile_clips']} clip(s) each (in process, then 1 worker)")
+        result["profiles"] = profile_figures(os.path.join(work, "profiles"), S["profile_clips"])
+
     try:
         result["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     except OSError:
@@ -214,6 +223,11 @@ def main(argv: list[str] | None = None) -> int:
         from bench.decoders import format_lines
 
         table += "\n" + "\n".join(format_lines(result["decoders"]))
+
+    if result.get("profiles"):
+        from bench.profiles import format_profiles
+
+        table += "\n" + format_profiles(result["profiles"])
     print(table)
     result["table"] = table
 

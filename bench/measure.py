@@ -330,7 +330,9 @@ _RAY_AGENTS = ("ray::IDLE", "ray::DashboardAgent", "ray::RuntimeEnvAgent", "ray:
 class RssSampler:
     """Peak of the summed RSS of this run's Ray worker processes (``ray::`` processes under
     this driver, with their own children such as isolation processes), sampled every
-    ``interval`` s; idle pool workers and Ray's agents are left out."""
+    ``interval`` s; idle pool workers and Ray's agents are left out. ``peak_worker``: the
+    largest RSS of one worker with its children (a clip operator and its isolation child),
+    the figure a worker's memory budget is about."""
 
     def __init__(self, interval: float = 0.2):
         import psutil
@@ -340,10 +342,11 @@ class RssSampler:
         self.interval = interval
         self.peak = 0
         self.peak_procs = 0
+        self.peak_worker = 0
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._loop, daemon=True)
 
-    def _workers(self):
+    def _workers(self, trees: list | None = None):
         out = []
         for p in self.me.children(recursive=True):
             try:
@@ -358,20 +361,27 @@ class RssSampler:
                     name = cmd
                 if name.startswith(_RAY_AGENTS):
                     continue
-                out.append(p)
-                out += p.children(recursive=True)
+                tree = [p] + p.children(recursive=True)
+                out += tree
+                if trees is not None:
+                    trees.append(tree)
             except (self.psutil.NoSuchProcess, self.psutil.AccessDenied, self.psutil.ZombieProcess):
                 continue
         return out
 
+    def _rss(self, p) -> int | None:
+        try:
+            return p.memory_info().rss
+        except (self.psutil.NoSuchProcess, self.psutil.AccessDenied, self.psutil.ZombieProcess):
+            return None
+
     def sample(self) -> int:
-        total, n = 0, 0
-        for p in {p.pid: p for p in self._workers()}.values():
-            try:
-                total += p.memory_info().rss
-                n += 1
-            except (self.psutil.NoSuchProcess, self.psutil.AccessDenied, self.psutil.ZombieProcess):
-                pass
+        trees: list = []
+        rss = {p.pid: self._rss(p) for p in {p.pid: p for p in self._workers(trees)}.values()}
+        seen = [v for v in rss.values() if v is not None]
+        total, n = sum(seen), len(seen)
+        for tree in trees:
+            self.peak_worker = max(self.peak_worker, sum(rss.get(p.pid) or 0 for p in tree))
         if total > self.peak:
             self.peak, self.peak_procs = total, n
         return total
@@ -443,6 +453,7 @@ def end_to_end(cfg: Config, data: str, out_dir: str, workers: int, checkpoints: 
         "shards": res.shards, "seconds": round(wall, 3), "wall_clips_per_s": _rate(res.clips, wall),
         "steady_clips_per_s": round(steady, 3), "worker_pids": max([int(st.get("workers") or 0) for st in res.stats] or [0]),
         "peak_rss_mb": round(rss.peak / 2 ** 20, 1), "peak_rss_processes": rss.peak_procs,
+        "peak_rss_per_worker_mb": round(rss.peak_worker / 2 ** 20, 1),
         "peak_rss_mb_at": {str(k): round(v / 2 ** 20, 1) for k, v in marks.items()},
         "stage_seconds": _sum_stage_seconds(res.stats),
         "out_dir": res.out_dir, "prefix": res.prefix,

@@ -64,7 +64,8 @@ def run(
     data: str = typer.Option("data/sample", help="Dataset root (local path or pyarrow URI)."),
     out: str = typer.Option("out/sample", help="Output folder for shards, or an object-store URI "
                             "(s3://bucket/run, gs://...; options in the query: ?endpoint_override=HOST:PORT&scheme=http)."),
-    profile: Optional[str] = typer.Option(None, help="dragnuwa-ld | dragnuwa-hd (default) | svd."),
+    profile: Optional[str] = typer.Option(None, help="dragnuwa-ld | dragnuwa-hd (default) | svd | cogvideox | wan, "
+                                          "or a profile of the --config file's profiles: section."),
     frames: Optional[int] = typer.Option(None, help="Override the profile's frame count."),
     stage: str = typer.Option("all", help="Run up to this stage: decode, flow, trajectories, entities, shards/all."),
     config: Optional[str] = typer.Option(None, help="YAML/JSON config file."),

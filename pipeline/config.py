@@ -1,5 +1,10 @@
 """Run configuration: profiles and per-stage settings, loadable from YAML/JSON and the CLI.
 
+Profiles: the built-in ``PROFILES`` and the user's, declared in the ``profiles:`` section
+(``ProfileConfig``: frames, width, height, fps, checked like every setting); ``profile``
+names one of either, and ``Config.get_profile()`` resolves it (with ``frames`` overriding
+its frame count).
+
 Longer than 500 lines because it is the one place every setting is declared, typed and
 documented (one section per stage): a reader finds any setting here in one hop.
 
@@ -51,7 +56,7 @@ from pydantic import AfterValidator, ConfigDict, Field, Strict, ValidationError,
 from stages.trajectories import FB_ROUNDTRIP_PX, FB_STEP_PX, FB_STEP_REL   # the rule's defaults, declared there
 
 __all__ = [
-    "ConfigError", "Profile", "PROFILES", "DEFAULT_PROFILE", "get_profile",
+    "ConfigError", "Profile", "PROFILES", "DEFAULT_PROFILE", "get_profile", "ProfileConfig",
     "DecodeConfig", "FlowConfig", "TrajectoryConfig", "EntityConfig", "FilterConfig", "ShardConfig",
     "RayConfig", "IsolationConfig", "Config", "config_from_dict", "load_config", "apply_overrides",
     "RUNTIME", "is_runtime", "RECORD_KEY", "section",
@@ -87,8 +92,13 @@ class Profile:
 
     @property
     def span_seconds(self) -> float:
-        """Time from the first to the last sampled frame."""
+        """Time from the first to the last sampled frame (a shorter clip is ``too_short``)."""
         return (self.frames - 1) / self.fps
+
+    def as_meta(self) -> dict[str, Any]:
+        """What a sample's ``meta.profile`` and the fingerprint record of it."""
+        return {"name": self.name, "frames": self.frames, "width": self.width, "height": self.height,
+                "fps": self.fps}
 
 
 PROFILES: dict[str, Profile] = {
@@ -98,15 +108,36 @@ PROFILES: dict[str, Profile] = {
     "dragnuwa-hd": Profile("dragnuwa-hd", 16, 576, 320, 4.0),
     # Stable Video Diffusion / DragEntity base model: 14 frames at 576x320 (frames overridable).
     "svd": Profile("svd", 14, 576, 320, 4.0),
+    # CogVideoX (Tora's backbone): 6 s x 8 fps + 1 = 49 frames at 720x480 (diffusers' pipeline).
+    "cogvideox": Profile("cogvideox", 49, 720, 480, 8.0),
+    # Wan 2.x at 480p (Wan-Move, ATI): 81 frames (its 4k+1 default) at its fixed 16 fps, 832x480.
+    "wan": Profile("wan", 81, 832, 480, 16.0),
 }
 DEFAULT_PROFILE = "dragnuwa-hd"
+# Sizes of a user profile (the config's ``profiles:`` section) are multiples of this: every
+# latent video model the profiles serve (SVD, CogVideoX, Wan) encodes frames with a VAE that
+# downsamples by 8 (CogVideoX and Wan then patchify by 2, so they want multiples of 16, as the
+# built-in sizes are). The pipeline itself would run at any size, but a frame a trainer must
+# crop again to feed its VAE no longer matches the stored tracks' coordinates.
+PROFILE_SIZE_MULTIPLE = 8
+PROFILE_MIN_SIZE = 32          # the decoder refuses sources under 32 px (stages.decode)
+_PROFILE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}\Z")   # it names the shard files
 
 
-def get_profile(name: str, frames: int | None = None) -> Profile:
-    try:
+def get_profile(name: str, frames: int | None = None, profiles: dict[str, Any] | None = None) -> Profile:
+    """The profile called ``name``: a built-in one (``PROFILES``) or one of ``profiles`` (the
+    config's ``profiles:`` section: name -> frames, width, height, fps), with ``frames``
+    overriding its frame count."""
+    user = profiles or {}
+    if name in PROFILES:
         p = PROFILES[name]
-    except KeyError:
-        raise ValueError(f"unknown profile {name!r}; known: {', '.join(PROFILES)}") from None
+    elif name in user:
+        spec = user[name]
+        get = spec.get if isinstance(spec, dict) else functools.partial(getattr, spec)
+        p = Profile(name, int(get("frames")), int(get("width")), int(get("height")), float(get("fps")))
+    else:
+        known = ", ".join([*PROFILES, *user])
+        raise ValueError(f"unknown profile {name!r}; known: {known} (add one in the config's profiles: section)")
     if frames is not None:
         if frames < 2:
             raise ValueError("a profile needs at least 2 frames")
@@ -423,12 +454,50 @@ class IsolationConfig:
     start_method: one_of(("spawn", "forkserver")) = "spawn"  # multiprocessing start method of the child
 
 
+def _check_profile_size(value: int) -> int:
+    if value < PROFILE_MIN_SIZE or value % PROFILE_SIZE_MULTIPLE:
+        raise ValueError(f"got {value!r}, should be a multiple of {PROFILE_SIZE_MULTIPLE} of at least "
+                         f"{PROFILE_MIN_SIZE} px (the VAEs of the video models downsample by 8)")
+    return value
+
+
+def _check_profile_name(name: str) -> str:
+    if name in PROFILES:
+        raise ValueError(f"{name!r} is a built-in profile ({PROFILES[name].frames} frames, "
+                         f"{PROFILES[name].width}x{PROFILES[name].height}, {PROFILES[name].fps:g} fps); "
+                         "a user profile needs a name of its own")
+    if not _PROFILE_NAME.match(name):
+        raise ValueError(f"{name!r} is not a profile name: lower-case letters, digits, '-' and '_' "
+                         "(it names the shard files)")
+    return name
+
+
+ProfileSize = Annotated[int, Strict(), AfterValidator(_check_profile_size)]
+ProfileName = Annotated[str, Strict(), AfterValidator(_check_profile_name)]
+
+
+@section
+class ProfileConfig:
+    """One user profile of the ``profiles:`` section (``profiles: {NAME: {frames, width,
+    height, fps}}``): the clip format a run makes when ``profile: NAME`` names it, exactly
+    like a built-in one (``PROFILES``). Its values count in the fingerprint through the
+    resolved profile (``pipeline.run.fingerprint``); profiles that the run does not use do
+    not."""
+
+    frames: Annotated[int, Strict(), Field(ge=2)]   # a flow needs a pair of frames
+    width: ProfileSize
+    height: ProfileSize
+    fps: PosFloat
+
+
 @section
 class Config:
     # Modules (dotted names or .py paths) every worker imports first: they register adapters,
     # flow backends, stages. First field: imported when checked, before the sections are.
     plugins: tuple[Str, ...] = ()
-    profile: one_of(PROFILES) = DEFAULT_PROFILE
+    # User profiles (name -> frames, width, height, fps); before ``profile``, which may name one.
+    profiles: dict[ProfileName, ProfileConfig] = field(default_factory=dict)
+    profile: Str = DEFAULT_PROFILE   # a built-in profile (PROFILES) or one of profiles
     frames: Optional[Annotated[int, Strict(), Field(ge=2)]] = None   # override the profile's frame count
     seed: Int = 0
     decode: DecodeConfig = field(default_factory=DecodeConfig)
@@ -454,8 +523,20 @@ class Config:
                     raise ValueError(f"cannot import plugin {name!r}: {type(e).__name__}: {e}") from None
         return names
 
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, name: str, info: pydantic.ValidationInfo) -> str:
+        if "profiles" not in info.data:   # the profiles section has its own problems, listed
+            return name
+        key = name.lower()
+        known = [*PROFILES, *info.data["profiles"]]
+        if key not in known:
+            raise ValueError(f"{name!r} is not one of {', '.join(known)} (built-in profiles, and those of "
+                             "the profiles: section)")
+        return key
+
     def get_profile(self) -> Profile:
-        return get_profile(self.profile, self.frames)
+        return get_profile(self.profile, self.frames, self.profiles)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -509,9 +590,13 @@ def _problems(err: ValidationError, cls: type) -> list[str]:
     out = []
     for e in err.errors(include_url=False):
         loc = tuple(e["loc"])
+        if loc and loc[-1] == "[key]":   # a mapping's key (a profile's name): the key itself
+            loc = loc[:-1]
         key = _dotted(prefix + loc) or "configuration"
         kind, value = e["type"], e.get("input")
-        if kind == "value_error":
+        if kind == "missing":
+            msg = "missing"
+        elif kind == "value_error":
             msg = str(e["ctx"]["error"])
         elif kind in ("unexpected_keyword_argument", "extra_forbidden"):
             owner = _class_at(cls, loc[:-1])

@@ -47,8 +47,8 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from .codecs import (DEFAULT_FLOW_STEP, FLOW_MAGIC, decode_flow, decode_jpeg, dequantize_flow,  # noqa: F401
-                     encode_flow, encode_jpeg, load_npz, npz_bytes, quantize_flow)
+from .codecs import (DEFAULT_FLOW_STEP, FLOW_MAGIC, FlowEncoder, decode_flow, decode_jpeg,  # noqa: F401
+                     dequantize_flow, encode_flow, encode_jpeg, flow_header, load_npz, npz_bytes, quantize_flow)
 
 SCHEMA_VERSION = 2
 KNOWN_SCHEMA_VERSIONS = (1, 2)
@@ -190,7 +190,8 @@ class Sample:
     # working data, never stored
     backward_flow: np.ndarray | None = None     # computed for the anchors' reliability, reused by entities
     backward_flow_backend: dict | None = None   # describe() of the backend that computed it
-    flow_pfz: bytes | None = None               # the flow's pfz1 bytes, kept between operators
+    flow_pfz: bytes | None = None               # the flow's pfz1 bytes (the flow step encodes them as
+    #                                             it computes the pairs; kept between operators)
     entity_masks: Any = None                    # first-frame masks between the two entity halves
 
     def stored(self) -> Iterator[Member]:
@@ -239,6 +240,15 @@ def _encode_npz(m: Member, sample: Any) -> bytes:
     return npz_bytes(**arrays)
 
 
+def _flow_member(sample: Any, flow: np.ndarray, step: float) -> bytes:
+    """The ``pfz1`` bytes of ``flow``: the sample's ``flow_pfz`` when the flow step (or an
+    operator before) encoded it already, as the flow was computed, else encoded now."""
+    pfz = sample.flow_pfz if isinstance(sample, Sample) else None
+    if pfz is not None and flow_header(pfz) == (tuple(np.shape(flow)), np.float32(step)):
+        return pfz
+    return encode_flow(flow, step)
+
+
 def encode_sample(sample: Sample | Mapping[str, Any]) -> dict[str, bytes]:
     """Encode a processed clip into tar members (without the key), member by member of ``MEMBERS``.
 
@@ -266,7 +276,7 @@ def encode_sample(sample: Sample | Mapping[str, Any]) -> dict[str, bytes]:
             continue
         elif m.codec == "pfz1":
             step = float(meta.get("flow", {}).get("step", DEFAULT_FLOW_STEP))
-            members[m.name] = encode_flow(_value(sample, m.arrays[0].field), step)
+            members[m.name] = _flow_member(sample, _value(sample, m.arrays[0].field), step)
         elif m.codec == "npz":
             members[m.name] = _encode_npz(m, sample)
         else:

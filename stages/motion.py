@@ -265,7 +265,11 @@ def motion_stats(flow: np.ndarray, frames: np.ndarray) -> dict[str, Any]:
     if frames.shape[0] != flow.shape[0] + 1 or frames.shape[1:3] != flow.shape[2:]:
         raise ValueError(f"frames {frames.shape} do not match flow {flow.shape}")
     n_pairs, _, h, w = flow.shape
-    mag = np.sqrt(flow[:, 0] ** 2 + flow[:, 1] ** 2)               # (P, H, W)
+    # |f| pair by pair into one array: the same values as the whole-array expression, without
+    # its three (P, H, W) temporaries (366 MB at 81 frames of 832x480)
+    mag = np.empty((n_pairs, h, w), np.float32)                      # (P, H, W)
+    for t in range(n_pairs):
+        np.sqrt(flow[t, 0] ** 2 + flow[t, 1] ** 2, out=mag[t])
     sub = mag[:, ::2, ::2].ravel()                                   # percentiles on a 1/4 subsample
     p50, p90, p99 = np.percentile(sub, [50, 90, 99])
 

@@ -6,7 +6,9 @@ fields marked ``RUNTIME`` in ``pipeline.config`` (devices, batch sizes, timeouts
 ``shards.max_shard_bytes``). So a setting added to a section counts as content unless its
 author marks it. On top of that:
 
-* ``profile`` and ``frames`` become the resolved profile (name, frames, size, fps);
+* ``profile``, ``frames`` and ``profiles`` become the resolved profile (name, frames, size, fps):
+  a user profile's definition counts as the values it resolves to, and the profiles the run
+  does not use do not count;
 * weights files and source folders (``flow.checkpoint``, ``flow.source``,
   ``entities.sam_checkpoint``, ``entities.cotracker_checkpoint``,
   ``trajectories.cotracker_checkpoint``) count by their base name, as the samples' metadata
@@ -55,13 +57,10 @@ def content_settings(cfg: Config) -> dict[str, Any]:
     """The settings that determine sample content (module docstring), as plain JSON values."""
     from schemas.sample import SCHEMA_VERSION
 
-    p = cfg.get_profile()
-    out: dict[str, Any] = {"schema_version": SCHEMA_VERSION,
-                           "profile": {"name": p.name, "frames": p.frames, "width": p.width,
-                                       "height": p.height, "fps": p.fps}}
+    out: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "profile": cfg.get_profile().as_meta()}
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
-        if f.name in ("profile", "frames"):
+        if f.name in ("profile", "frames", "profiles"):
             continue
         if not dataclasses.is_dataclass(value):
             out[f.name] = _plain(value)

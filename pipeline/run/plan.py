@@ -109,6 +109,7 @@ class RunResult:
     ray_logs: str | None = None
     setup: dict | None = None                        # what preflight built (pipeline/run/preflight.py)
     retried: int = 0                                 # clips redone by --retry-errors
+    profile: dict | None = None                      # the resolved profile (Profile.as_meta)
 
     @property
     def clips_per_second(self) -> float:
@@ -313,6 +314,7 @@ class Run:
                 "dataset": dataset, "profile": self.cfg.get_profile().name, "clips": res.clips, "ok": res.ok,
                 "error": res.error, "filtered": res.filtered,
             })
+        res.profile = self.cfg.get_profile().as_meta()
         res.seconds = time.perf_counter() - t0
         return res
 

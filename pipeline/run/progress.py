@@ -120,11 +120,26 @@ class RunProgress:
             self._rich = None
 
 
+TOO_SHORT = "too_short"   # the decoder's reason for a clip shorter than the profile's span (stages.decode)
+
+
+def too_short_line(count: int, profile: dict | None) -> str:
+    """The summary's line on the clips too short for the profile: with 81 frames at 16 fps a
+    clip needs 5 s between its first and last sampled frame, and a dataset of short clips loses
+    many of them (they stay error records: a rerun at another profile may use them)."""
+    span = ""
+    if profile and profile.get("fps"):
+        span = (f" of {(profile['frames'] - 1) / profile['fps']:.2f} s ({profile['name']}: "
+                f"{profile['frames']} frames at {profile['fps']:g} fps)")
+    return f"too short: {count} clip(s) shorter than the profile's span{span}, recorded as errors ({TOO_SHORT})"
+
+
 def format_run_summary(res) -> str:
     """The closing summary of ``python -m pipeline run`` (a ``plan.RunResult``): counts,
     time and throughput per stage (from the shards' ``stage_seconds``), where the output is.
     Optional attributes, shown when set: ``reasons`` ({error reason: clips}, most frequent
-    first), ``setup`` (``preflight.preflight``'s descriptions), ``ray_logs`` (Ray's log folder)."""
+    first; the ``too_short`` clips get a line of their own with ``profile``'s span), ``setup``
+    (``preflight.preflight``'s descriptions), ``ray_logs`` (Ray's log folder)."""
     lines = [f"\n{res.prefix}: {res.clips} clips -> ok {res.ok}, error {res.error}, filtered {res.filtered} "
              f"in {res.shards} shards ({res.skipped_shards} already done) | {res.seconds:.1f} s, "
              f"{res.clips_per_second:.2f} clips/s"]
@@ -132,6 +147,8 @@ def format_run_summary(res) -> str:
     if reasons:
         lines.append("errors by reason: " + ", ".join(
             f"{k} {v}" for k, v in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))))
+    if reasons.get(TOO_SHORT):
+        lines.append(too_short_line(reasons[TOO_SHORT], getattr(res, "profile", None)))
     setup = getattr(res, "setup", None)
     if setup:
         from pipeline.run.preflight import format_preflight

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from schemas.sample import Sample, dequantize_flow
+from schemas.sample import FlowEncoder, Sample, dequantize_flow
 from stages.flow.backward import backward_device_kind, make_backward_backend
 from stages.flow.base import FLOW_BACKENDS, FlowBackend, make_flow_backend_from
 
@@ -107,17 +107,34 @@ class FlowStep(Step):
         return main_flow(self.cfg, self.backends)
 
     def run(self, samples: list[Sample], rows: list[dict]) -> list[Sample]:
-        """Forward flow of each clip; the frame pairs of several clips go through one batched
-        call where the backend can (``forward_many``: the torch backends) and the clips share
-        one frame size."""
+        """Forward flow of each clip, pair by pair: each pair is rounded to the stored precision
+        into the clip's flow array and encoded into its ``pfz1`` member as it comes
+        (``schemas.codecs.FlowEncoder``), so no second float32 copy of the clip's flow exists
+        (docs/performance.md, "Profiles: memory per worker"). The frame pairs of several clips
+        go through one batched call where the backend can (``forward_many``: the torch
+        backends) and the clips share one frame size."""
         backend = self.backend
         many = getattr(backend, "forward_many", None)
-        if many is None or len(samples) < 2 or len({s.frames.shape for s in samples}) != 1:
-            flows = [backend.forward(s.frames) for s in samples]
+        if many is not None and len(samples) > 1 and len({s.frames.shape for s in samples}) == 1:
+            for sample, flow in zip(samples, many([s.frames for s in samples])):
+                self._store(sample, flow, iter(flow))
         else:
-            flows = many([s.frames for s in samples])
+            for sample in samples:
+                n, h, w = sample.frames.shape[:3]
+                self._store(sample, np.empty((n - 1, 2, h, w), np.float32), backend.forward_pairs(sample.frames))
         desc = backend.describe()
-        for sample, flow in zip(samples, flows):
-            sample.flow = dequantize_flow(flow, self.step)  # exactly what the shard stores
+        for sample in samples:
             sample.meta["flow"] = {**desc, "step": self.step, "encoding": ENCODING, "max_encoding_error": self.step / 2}
         return samples
+
+    def _store(self, sample: Sample, out: np.ndarray, pairs) -> None:
+        """``out[t]`` = pair t at the stored precision (exactly what the shard stores), and the
+        clip's ``pfz1`` bytes."""
+        enc = FlowEncoder(*out.shape, step=self.step)
+        t = -1
+        for t, pair in enumerate(pairs):
+            out[t] = dequantize_flow(pair, self.step)
+            enc.add(t, out[t])
+        if t != len(out) - 1:
+            raise RuntimeError(f"the flow backend gave {t + 1} pairs for {len(out) + 1} frames")
+        sample.flow, sample.flow_pfz = out, enc.finish()

@@ -24,6 +24,11 @@ DragNUWA (paper Sec. 3.1 / 3.3)
                                         total of d over the map) -- MotionCtrl
   ==============  ===========  =======  ==================================================
 
+  Kernel size and sigma are in training-frame pixels: the presets were set for 576x320
+  frames. At other sizes ``scale_gaussian`` (``make_dataset(gaussian_scale=...)``) keeps them
+  in pixels (``"none"``, the default) or scales them with the frame width (``"width"``: the
+  paper preset at 832x480 becomes 143 taps, sigma 14.4).
+
   Custom settings: ``GaussianFilter(kernel_size, sigma, normalize="peak"|"sum")`` or a dict
   with those keys. The 2D kernel is the outer product of a 1D Gaussian truncated to
   ``kernel_size`` taps (odd), so filtering is separable; the map is zero-padded (nothing is
@@ -75,7 +80,8 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "GaussianFilter", "GAUSSIAN_PRESETS", "resolve_gaussian", "gaussian_kernel_1d", "gaussian_filter",
+    "GaussianFilter", "GAUSSIAN_PRESETS", "GAUSSIAN_SCALES", "resolve_gaussian", "scale_gaussian",
+    "gaussian_kernel_1d", "gaussian_filter",
     "dense_flow_condition", "trajectory_map", "sparse_gaussian_splat",
     "entity_sigma", "entity_gaussian_map", "entity_index_map", "entity_loss_mask", "LOSS_MASK_MODES",
 ]
@@ -128,6 +134,33 @@ def resolve_gaussian(spec: str | GaussianFilter | Mapping[str, Any] | tuple | No
     if isinstance(spec, (tuple, list)):
         return GaussianFilter(*spec)
     raise TypeError(f"cannot make a Gaussian filter from {spec!r}")
+
+
+# The width the presets' pixel sizes belong to: DragNUWA's HD frames (576x320).
+GAUSSIAN_REFERENCE_WIDTH = 576
+GAUSSIAN_SCALES = ("none", "width")
+
+
+def scale_gaussian(filt: GaussianFilter | None, width: int, scale: str | float = "none",
+                   reference_width: int = GAUSSIAN_REFERENCE_WIDTH) -> GaussianFilter | None:
+    """The filter used on a ``width``-px training frame. ``scale``: ``"none"`` keeps sigma and
+    kernel size in pixels whatever the frame size (a paper sigma of 10 px is 1.7 % of a 576 px
+    frame's width and 1.2 % of an 832 px one's); ``"width"`` scales both by ``width /
+    reference_width``, so the Gaussian covers the same share of the frame (paper at 832x480:
+    sigma 14.4, 143 taps; at 720x480: 12.5, 123 taps); a number is that factor. The kernel
+    keeps its truncation in sigmas: ``half = round(half * factor)``, at least 1 tap."""
+    if isinstance(scale, str):
+        if scale not in GAUSSIAN_SCALES:
+            raise ValueError(f"gaussian_scale must be one of {GAUSSIAN_SCALES} or a positive number, got {scale!r}")
+        factor = 1.0 if scale == "none" else int(width) / float(reference_width)
+    else:
+        factor = float(scale)
+        if not (factor > 0 and math.isfinite(factor)):
+            raise ValueError(f"gaussian_scale must be positive, got {scale!r}")
+    if filt is None or factor == 1.0:
+        return filt
+    half = max(0, int(round(filt.kernel_size // 2 * factor)))
+    return GaussianFilter(2 * half + 1, filt.sigma * factor, filt.normalize)
 
 
 def gaussian_kernel_1d(filt: GaussianFilter, dtype=torch.float32, device=None) -> torch.Tensor:

@@ -98,6 +98,7 @@ class LoaderOptions:
     augment: Any
     gaussian: Any
     filter_method: str
+    gaussian_scale: str | float
     max_trajectories: int
     max_entities: int
     entity_sigma_ratio: float
@@ -206,7 +207,7 @@ class _Builder:
                 else np.zeros(0, np.int64)                                      # reliable in frames 0 and 1
             picked = candidates[draw_trajectories(weights[candidates], rng_draw, o.max_trajectories)] \
                 if candidates.size else np.zeros(0, np.int64)
-            tmap = trajectory_map(tracks, visible, picked, out_h, out_w, o.gaussian, method=o.filter_method)
+            tmap = trajectory_map(tracks, visible, picked, out_h, out_w, self._gaussian(out_w), method=o.filter_method)
             n = len(picked)
             pad_tracks = torch.zeros(o.max_trajectories, length, 2)
             pad_vis = torch.zeros(o.max_trajectories, length, dtype=torch.bool)
@@ -222,6 +223,13 @@ class _Builder:
         if want_entity:
             sample.update(self._entities(s, cf, length, out_h, out_w, drops["trajectory"]))
         return sample
+
+    def _gaussian(self, width: int):
+        """The trajectory map's filter at this training width (``gaussian_scale``)."""
+        from pipeline.train.conditions import scale_gaussian
+
+        o = self.opts
+        return scale_gaussian(o.gaussian, width, o.gaussian_scale)
 
     @staticmethod
     def _weights(weights: np.ndarray, tracks: np.ndarray, cf) -> np.ndarray:
@@ -301,6 +309,7 @@ def make_dataset(
     size: tuple[int, int] | None = None,
     augment: bool | str | Any = True,
     gaussian: str | Any = "paper",
+    gaussian_scale: str | float = "none",
     filter_method: str = "sparse",
     max_trajectories: int = 8,
     max_entities: int = 32,
@@ -361,7 +370,10 @@ def make_dataset(
       an ``AugmentConfig`` or a dict of its fields (pipeline/train/augment.py).
     - ``gaussian`` ["paper" = kernel 99, sigma 10, center weight 1]: "release" (199, 20,
       center 1), "motionctrl" (99, 10, sum 1), a ``GaussianFilter`` / dict, or None (raw
-      sparse displacements). ``filter_method`` ["sparse"]: "sparse", "separable", "fft".
+      sparse displacements). ``gaussian_scale`` ["none"]: kernel size and sigma in training
+      pixels whatever the size; "width": scaled by the training width / 576 (the presets'
+      frames), so at 832x480 "paper" is 143 taps, sigma 14.4; or a factor
+      (``conditions.scale_gaussian``). ``filter_method`` ["sparse"]: "sparse", "separable", "fft".
     - ``max_trajectories`` [8]: the paper's N. ``max_entities`` [32]: padding size; a sample
       with more entities keeps the largest. ``entity_sigma_ratio`` [1/3]: Gaussian sigma per
       radius. ``loss_mask`` ["shift"]: "shift", "circle" or "first".
@@ -389,7 +401,7 @@ def make_dataset(
       behaviour before schema 2) or "skip" the sample.
     """
     from pipeline.train.augment import resolve_augment
-    from pipeline.train.conditions import FILTER_METHODS, LOSS_MASK_MODES, resolve_gaussian
+    from pipeline.train.conditions import FILTER_METHODS, LOSS_MASK_MODES, resolve_gaussian, scale_gaussian
 
     conds = (conditions,) if isinstance(conditions, str) else tuple(conditions)
     bad = [c for c in conds if c not in CONDITIONS]
@@ -410,6 +422,7 @@ def make_dataset(
     if size is not None:
         size = (int(size[0]), int(size[1]))
     resolve_augment(augment)                      # validate now, not in a worker
+    scale_gaussian(resolve_gaussian(gaussian), 1, gaussian_scale)
     urls = expand_urls(url)
     if not urls:
         raise FileNotFoundError(f"no shards at {url if not isinstance(url, str) else storage.redact(url)!r}")
@@ -420,7 +433,8 @@ def make_dataset(
         world_info(rank, world_size)              # validate
     opts = LoaderOptions(
         conditions=conds, size=size, augment=augment, gaussian=resolve_gaussian(gaussian),
-        filter_method=filter_method, max_trajectories=int(max_trajectories), max_entities=int(max_entities),
+        gaussian_scale=gaussian_scale, filter_method=filter_method, max_trajectories=int(max_trajectories),
+        max_entities=int(max_entities),
         entity_sigma_ratio=float(entity_sigma_ratio), loss_mask=loss_mask, missing_entities=missing_entities,
         dropout=_resolve_dropout(dropout), keep_meta=bool(keep_meta), on_error=on_error,
         unverified_anchors=unverified_anchors,

@@ -21,7 +21,7 @@ it is a model (``FLOW_BACKENDS.device_kind(name)``). The torch backends subclass
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -91,6 +91,33 @@ class FlowBackend:
         """Forward flow of a clip: ``pairs(frames[:-1], frames[1:])`` -> ``(L-1, 2, H, W)``."""
         frames = check_frames(frames)
         return self.pairs(frames[:-1], frames[1:])
+
+    # pairs per ``pairs`` call of the default ``_forward_pairs`` (a torch backend batches them)
+    PAIRS_PER_CALL = 8
+
+    def forward_pairs(self, frames: np.ndarray) -> Iterator[np.ndarray]:
+        """The forward flow of a clip pair by pair: ``(2, H, W)`` float32 for t = 0 .. L-2, the
+        same values as ``forward(frames)[t]``. A caller that keeps each pair in its own form
+        (the flow step rounds and encodes it) never holds a second float32 copy of the whole
+        flow (244 MB at 81 frames of 832x480). Backends implement ``_forward_pairs``; a
+        subclass that overrides ``forward`` below the class whose ``_forward_pairs`` it
+        inherits (a plugin that wraps ``forward``) is served by its ``forward``, so its own
+        way of computing a clip is kept."""
+        mro = type(self).__mro__
+        definer = {n: next(i for i, c in enumerate(mro) if n in c.__dict__) for n in ("forward", "_forward_pairs")}
+        if definer["forward"] < definer["_forward_pairs"]:
+            yield from self.forward(frames)
+        else:
+            yield from self._forward_pairs(frames)
+
+    def _forward_pairs(self, frames: np.ndarray) -> Iterator[np.ndarray]:
+        """Here: ``pairs`` on ``PAIRS_PER_CALL`` pairs at a time (the CPU backends compute one
+        pair at a time, the torch ones in their batches)."""
+        frames = check_frames(frames)
+        n = max(1, int(getattr(self, "batch_size", None) or self.PAIRS_PER_CALL))
+        for i in range(0, len(frames) - 1, n):
+            j = min(i + n, len(frames) - 1)
+            yield from self.pairs(frames[i:j], frames[i + 1:j + 1])
 
     def backward(self, frames: np.ndarray) -> np.ndarray:
         """Backward flow of a clip: ``pairs(frames[1:], frames[:-1])`` -> ``(L-1, 2, H, W)``.

@@ -7,7 +7,7 @@ thread-safe: use one instance per thread/process. They ignore the generic option
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import cv2
 import numpy as np
@@ -49,6 +49,19 @@ class _GrayPairBackend(FlowBackend):
         frames = check_frames(frames)
         g = self._gray(frames)
         return self._run(g[:-1], g[1:], frames.shape[1], frames.shape[2])
+
+    def _forward_pairs(self, frames: np.ndarray) -> Iterator[np.ndarray]:
+        frames = check_frames(frames)
+        h, w = frames.shape[1:3]
+        prev = cv2.cvtColor(np.ascontiguousarray(frames[0]), cv2.COLOR_RGB2GRAY)
+        for t in range(1, len(frames)):
+            cur = cv2.cvtColor(np.ascontiguousarray(frames[t]), cv2.COLOR_RGB2GRAY)
+            f = self._flow_gray(prev, cur)
+            pair = np.empty((2, h, w), np.float32)
+            pair[0] = f[..., 0]
+            pair[1] = f[..., 1]
+            yield pair
+            prev = cur
 
     def backward(self, frames: np.ndarray) -> np.ndarray:
         frames = check_frames(frames)

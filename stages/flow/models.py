@@ -24,7 +24,7 @@ import hashlib
 import importlib
 import os
 import sys
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -210,6 +210,17 @@ class TorchFlowBackend(FlowBackend):
 
     def forward(self, frames: np.ndarray) -> np.ndarray:
         return self.forward_many([frames])[0]
+
+    def _forward_pairs(self, frames: np.ndarray) -> Iterator[np.ndarray]:
+        """The forward flow pair by pair, in the batches ``forward`` makes (frames uploaded once)."""
+        frames = check_frames(frames)
+        torch = _torch()
+        with torch.inference_mode():
+            dev = self._upload(frames)
+        n = len(frames)
+        for i in range(0, n - 1, self.batch_size):
+            j = min(i + self.batch_size, n - 1)
+            yield from self._pairs_from(dev, range(i, j), range(i + 1, j + 1))
 
     def backward(self, frames: np.ndarray) -> np.ndarray:
         frames = check_frames(frames)

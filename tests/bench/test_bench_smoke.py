@@ -60,9 +60,10 @@ def test_targets_not_measured_when_sections_are_missing():
 @pytest.mark.slow
 def test_quick_benchmark_writes_json(tmp_path):
     results = tmp_path / "results"
-    # the execution section (CLI runs with their own Ray starts) is left out here; it ran in
-    # `python -m bench --quick` by hand and its table is checked in test_execution_table
-    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--skip", "execution", "--workdir",
+    # the execution and profiles sections (CLI runs with their own Ray starts; wan clips) are
+    # left out here; they ran in `python -m bench --quick` by hand and their tables are checked
+    # in test_execution_table and test_profiles_table
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--skip", "execution,profiles", "--workdir",
                            str(tmp_path / "work"), "--results", str(results)], cwd=REPO, capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -114,3 +115,33 @@ def test_execution_table():
     targets = {x["target"]: x for x in check_targets(r)}
     assert targets["one shard of HD clips: 2 workers >= 1.6 x 1 worker (wall, Ray start incl.)"]["met"] is True
     assert targets["killed at ~75 %, resume <= 0.7 x a full run (wall, Ray start incl.)"]["met"] is True
+
+
+def test_profiles_table():
+    from bench.profiles import big_arrays, format_profiles
+    from pipeline.config import PROFILES
+
+    wan = big_arrays(PROFILES["wan"], {"f000.jpg": b"x" * 2 ** 20})
+    assert wan["frames uint8 (L, H, W, 3)"] == 92.5 and wan["flow float32 (L-1, 2, H, W)"] == 243.8
+    assert wan["stored members (what the isolation child sends)"] == 1.0
+
+    def prof(name, peak):
+        p = PROFILES[name]
+        return {"profile": p.as_meta(), "span_s": p.span_seconds,
+                "e2e": {"clips_per_core_s": 0.05, "wall_clips_per_s": 0.04, "ok": 3, "clips": 3,
+                        "peak_rss_per_worker_mb": peak, "peak_rss_mb": peak + 100.0,
+                        "stage_seconds": {"decode": 3.0, "flow": 30.0}},
+                "bytes": {"mean_bytes_per_clip": 16_000_000, "max_bytes_per_clip": 17_000_000,
+                          "by_member": {"flow.pfz": 10_000_000}},
+                "in_process": {"steps": {"flow": {"ms": 9000.0, "clips": 3, "rss_before_mb": 377.0, "peak_mb": 876.0,
+                                                  "held_after_mb": 625.0}},
+                               "process_peak_mb": 1000.0, "arrays_mb": big_arrays(p)}}
+
+    r = {"clips": 3, "source": {"width": 854, "height": 480, "fps": 24, "seconds": 7.0},
+         "profiles": {"dragnuwa-hd": prof("dragnuwa-hd", 900.0), "wan": prof("wan", 1500.0)},
+         "wan_target": {"target_mb": 3072, "peak_rss_per_worker_mb": 1500.0, "met": True}}
+    table = format_profiles(r)
+    assert "81, 832x480, 16 (5)" in table and "16, 576x320, 4 (3.75)" in table
+    assert "  flow: ms per clip (end to end)" in table and "10000" in table
+    assert "wan <= 3072 MB per worker: [MET] 1500.0 MB" in table
+    assert "9000 | 377 -> 876 -> 625" in table

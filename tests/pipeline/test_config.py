@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.config import (
-    RECORD_KEY, Config, ConfigError, EntityConfig, FlowConfig, apply_overrides, config_from_dict, is_runtime,
-    load_config,
+    RECORD_KEY, Config, ConfigError, EntityConfig, FlowConfig, Profile, apply_overrides, config_from_dict,
+    is_runtime, load_config,
 )
 
 
@@ -77,14 +77,16 @@ def test_every_problem_listed_in_one_error(tmp_path):
     assert "entities.backward_flow: 'raft' is not one of auto, same, ultrafast, fast, balanced, medium" in p
     assert "filters.min_motion: got -1.0, should be greater than or equal to 0" in p
     assert "isolation.start_method: 'fork' is not one of spawn, forkserver" in p
-    assert any(x.startswith("extra: unknown key; known: plugins, profile, frames, seed, decode, flow") for x in p)
+    assert any(x.startswith("extra: unknown key; known: plugins, profiles, profile, frames, seed, decode, flow")
+               for x in p)
 
 
 def test_dotted_overrides_unknown_keys_and_bad_values_together():
     with pytest.raises(ConfigError) as e:
         apply_overrides(Config(), {"foo.bar": 1, "flow.nope": 2, "trajectories.interval": 0, "entities.masks": "sam"})
     assert e.value.problems[:2] == [
-        "foo.bar: unknown section 'foo'; known: decode, flow, trajectories, entities, filters, captions, shards, ray, isolation",
+        "foo.bar: unknown section 'foo'; known: profiles, decode, flow, trajectories, entities, filters, captions, shards, "
+        "ray, isolation",
         "flow.nope: unknown key; known: backend, preset, step, checkpoint, source, batch_size, device"]
     assert e.value.problems[2:] == ["trajectories.interval: got 0, should be greater than or equal to 1"]
 
@@ -269,3 +271,53 @@ def test_plugin_mask_sources_and_trackers_are_valid_names(tmp_path):
     finally:
         MASK_SOURCES.pop("mymasks", None)
         TRACKERS.pop("mytracker", None)
+
+
+# ---- profiles (issue 25) -------------------------------------------------------------------
+
+def test_builtin_profiles_for_cogvideox_and_wan():
+    cog, wan = Config(profile="cogvideox").get_profile(), Config(profile="WAN").get_profile()
+    assert (cog.frames, cog.width, cog.height, cog.fps, cog.span_seconds) == (49, 720, 480, 8.0, 6.0)
+    assert (wan.name, wan.frames, wan.width, wan.height, wan.fps, wan.span_seconds) == ("wan", 81, 832, 480, 16.0, 5.0)
+    assert wan.as_meta() == {"name": "wan", "frames": 81, "width": 832, "height": 480, "fps": 16.0}
+
+
+def test_user_profile_through_the_config_file(tmp_path):
+    path = _write(tmp_path, "p.yaml", "profile: tiny\nprofiles:\n  tiny: {frames: 9, width: 160, height: 96, fps: 8}\n"
+                                      "  wide-2: {frames: 17, width: 256, height: 128, fps: 12.5}\n")
+    cfg = load_config(path)
+    assert cfg.get_profile() == Profile("tiny", 9, 160, 96, 8.0)
+    assert cfg.replace(profile="wide-2").get_profile() == Profile("wide-2", 17, 256, 128, 12.5)   # as --profile does
+    assert cfg.replace(frames=5).get_profile().frames == 5
+    assert cfg.replace(**{"profiles.tiny.fps": 4.0}).get_profile().fps == 4.0                  # a dotted override
+    assert config_from_dict(cfg.to_dict()).get_profile() == cfg.get_profile()                 # as OUT/config.json reloads
+    with pytest.raises(ConfigError) as e:
+        cfg.replace(profile="nope")
+    assert e.value.problems == ["profile: 'nope' is not one of dragnuwa-ld, dragnuwa-hd, svd, cogvideox, wan, tiny, "
+                                "wide-2 (built-in profiles, and those of the profiles: section)"]
+    with pytest.raises(ConfigError, match="profile: 'tiny' is not one of"):
+        Config(profile="tiny")                                     # a user profile needs its definition
+
+
+def test_user_profile_problems_are_listed_at_once(tmp_path):
+    path = _write(tmp_path, "bad.yaml", "profiles:\n  wan: {frames: 9, width: 160, height: 96, fps: 8}\n"
+                                        "  My.Profile: {frames: 9, width: 160, height: 96, fps: 8}\n"
+                                        "  small: {frames: 1, width: 100, height: 24, fps: 0}\n"
+                                        "  half: {frames: 9, width: 160}\n  flat: 3\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    p = e.value.problems
+    assert p == [
+        "profiles.wan: 'wan' is a built-in profile (81 frames, 832x480, 16 fps); a user profile needs a name of its own",
+        "profiles.My.Profile: 'My.Profile' is not a profile name: lower-case letters, digits, '-' and '_' "
+        "(it names the shard files)",
+        "profiles.small.frames: got 1, should be greater than or equal to 2",
+        "profiles.small.width: got 100, should be a multiple of 8 of at least 32 px (the VAEs of the video models "
+        "downsample by 8)",
+        "profiles.small.height: got 24, should be a multiple of 8 of at least 32 px (the VAEs of the video models "
+        "downsample by 8)",
+        "profiles.small.fps: got 0, should be greater than 0",
+        "profiles.half.height: missing",
+        "profiles.half.fps: missing",
+        "profiles.flat: must be a mapping of settings, got 3",
+    ]

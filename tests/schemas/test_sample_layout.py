@@ -79,3 +79,46 @@ def test_reliable_is_stored_within_visible():
     s["anchor_reliable"] = np.ones((2, 2), bool)
     with pytest.raises(ValueError, match="anchor_reliable"):
         encode_sample(s)
+
+
+# ---- the flow member built pair by pair (issue 25)
+
+@pytest.mark.parametrize("shape, step", [((5, 2, 17, 23), DEFAULT_FLOW_STEP), ((3, 2, 1, 9), 0.1), ((2, 2, 40, 8), 0.25)])
+def test_flow_encoder_pair_by_pair_gives_the_bytes_of_the_whole_flow(shape, step):
+    from schemas.codecs import FlowEncoder, flow_header
+
+    flow = np.random.default_rng(3).normal(0, 30, shape).astype(np.float32)
+    whole = encode_flow(flow, step)
+    enc = FlowEncoder(*shape, step=step)
+    for i in np.random.default_rng(4).permutation(shape[0]):      # any order
+        enc.add(int(i), flow[i])
+    assert enc.finish() == whole
+    assert flow_header(whole) == (shape, np.float32(step))
+    short = FlowEncoder(*shape, step=step)
+    short.add(0, flow[0])
+    with pytest.raises(ValueError, match=r"flow pairs \[1\b.* were never added"):
+        short.finish()
+    with pytest.raises(ValueError, match="flow pair must be"):
+        short.add(1, flow[1, :, :-1])
+
+
+def test_encode_sample_stores_the_flow_steps_own_bytes():
+    from schemas.sample import Sample
+
+    s = _sample()
+    ref = encode_sample(s)["flow.pfz"]
+    pfz = encode_flow(s["flow"], DEFAULT_FLOW_STEP)
+    fields = {k: v for k, v in s.items()}
+    assert encode_sample(Sample(**fields, flow_pfz=pfz))["flow.pfz"] is pfz          # used as is, not re-encoded
+    stale = encode_flow(s["flow"][:2], DEFAULT_FLOW_STEP)                             # of another flow: ignored
+    assert encode_sample(Sample(**fields, flow_pfz=stale))["flow.pfz"] == ref
+
+
+@pytest.mark.parametrize("step", [DEFAULT_FLOW_STEP, 0.1, 0.25, 3.0])
+def test_decode_flow_gives_exactly_the_flow_at_the_stored_precision(step):
+    from schemas.sample import dequantize_flow
+
+    flow = np.random.default_rng(5).normal(0, 40, (4, 2, 23, 31)).astype(np.float32)
+    flow[0, 0, :3] = 0.0
+    flow[1, 1, 2, 3:6] = [-1e5, 1e5, -0.01]          # a negative value that rounds to zero
+    assert decode_flow(encode_flow(flow, step)).tobytes() == dequantize_flow(flow, step).tobytes()

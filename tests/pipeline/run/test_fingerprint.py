@@ -140,3 +140,17 @@ def test_check_resume_when_config_json_does_not_record_the_done_settings():
     with pytest.raises(SetupError, match=r"has 1 done shard\(s\).*\(fingerprint 0123456789abcdef; .*OUT/config.json "
                                          r"does not record those settings"):
         check_resume(config_record(BASE), ["0123456789abcdef"], BASE)
+
+
+def test_a_user_profile_counts_by_its_definition_and_unused_ones_do_not():
+    tiny = {"frames": 9, "width": 160, "height": 96, "fps": 8.0}
+    cfg = config_from_dict({"profiles": {"tiny": tiny}, "profile": "tiny"})
+    assert content_settings(cfg)["profile"] == {"name": "tiny", **tiny}
+    assert "profiles" not in content_settings(cfg)
+    other = config_from_dict({"profiles": {"tiny": {**tiny, "fps": 4.0}}, "profile": "tiny"})
+    assert fingerprint(other) != fingerprint(cfg)
+    assert diff_settings(content_settings(cfg), content_settings(other)) == ["profile.fps: 8.0 -> 4.0"]
+    # a profile the run does not use changes nothing, whoever defines it
+    assert fingerprint(BASE.replace(**{"profiles": {"tiny": tiny}})) == fingerprint(BASE)
+    assert fingerprint(config_from_dict({"profiles": {"tiny": tiny}, "profile": "wan"})) == \
+        fingerprint(Config(profile="wan"))

@@ -478,3 +478,28 @@ def test_schema_1_shards_are_not_silently_trusted(tmp_path):
     assert int(x["num_trajectories"]) >= 1
     with pytest.raises(ValueError):
         make_dataset(url, unverified_anchors="trust")
+
+
+def test_gaussian_scale_is_an_explicit_choice(motion_shard):
+    """``gaussian_scale``: the preset in training pixels ("none", the default) or scaled with the
+    training width against the presets' 576 px ("width"); the trajectory map uses that filter."""
+    from pipeline.train.conditions import GAUSSIAN_PRESETS, scale_gaussian
+
+    url, scene = motion_shard
+    paper = GAUSSIAN_PRESETS["paper"]
+    assert scale_gaussian(paper, 832, "none") is paper and scale_gaussian(paper, 576, "width") is paper
+    wan = scale_gaussian(paper, 832, "width")
+    assert (wan.kernel_size, round(wan.sigma, 3), wan.normalize) == (143, 14.444, "peak")
+    assert scale_gaussian(GAUSSIAN_PRESETS["motionctrl"], 720, "width") == type(paper)(123, 12.5, "sum")
+    assert scale_gaussian(paper, 100, 0.5) == type(paper)(49, 5.0, "peak")
+    for bad in ("area", 0, -1.0):
+        with pytest.raises(ValueError, match="gaussian_scale"):
+            make_dataset(url, gaussian_scale=bad)
+    for scale in ("none", "width"):
+        (s,) = list(make_dataset(url, augment=False, shuffle=0, seed=3, gaussian_scale=scale))
+        n = int(s["num_trajectories"])
+        filt = scale_gaussian(paper, scene.width, scale)
+        expect = trajectory_map(s["trajectory_tracks"][:n], s["trajectory_visible"][:n], np.arange(n),
+                                scene.height, scene.width, filt)
+        torch.testing.assert_close(s["trajectory_map"], expect)
+    assert filt.sigma == pytest.approx(10 * 192 / 576)   # this 192 px wide frame: a third of the preset

@@ -221,3 +221,43 @@ def test_make_flow_backend_from_settings_object():
     assert make_flow_backend_from(s, device="cuda").preset == "fast"   # CPU backends ignore the device
     with pytest.raises(ValueError, match="unknown flow backend 'nope'"):
         make_flow_backend_from(SimpleNamespace(backend="nope", preset="fast"))
+
+
+# ---- pair by pair (issue 25: the flow step never holds a second float32 copy of the flow)
+
+@pytest.mark.parametrize("make", [lambda: DISFlow("fast"), lambda: FarnebackFlow()])
+def test_forward_pairs_gives_forward_pair_by_pair_bit_for_bit(clip, make):
+    backend = make()
+    pairs = list(backend.forward_pairs(clip))
+    whole = backend.forward(clip)
+    assert len(pairs) == len(clip) - 1 and all(p.shape == (2, H, W) and p.dtype == np.float32 for p in pairs)
+    assert np.stack(pairs).tobytes() == whole.tobytes()
+
+
+def test_forward_pairs_of_a_plugin_backend(monkeypatch):
+    """A backend that implements ``pairs`` gets chunks of it; one that overrides ``forward``
+    alone keeps its own way of computing a clip."""
+    monkeypatch.setattr(FlowBackend, "PAIRS_PER_CALL", 3)
+    clip = np.ascontiguousarray(translating_clip(length=11)[:, :64, :96])
+
+    class Pairs(FlowBackend):
+        calls = []
+
+        def pairs(self, src, dst):
+            self.calls.append(len(src))
+            return (dst.astype(np.float32) - src.astype(np.float32))[..., :2].transpose(0, 3, 1, 2).copy()
+
+    class Whole(FlowBackend):
+        def forward(self, frames):
+            return np.full((len(frames) - 1, 2) + frames.shape[1:3], 7.0, np.float32)
+
+    class Wrapped(DISFlow):     # wraps forward (as tests/pipeline/reliability_util's faulty backend)
+        def forward(self, frames):
+            return super().forward(frames) + 1.0
+
+    p = Pairs()
+    assert np.stack(list(p.forward_pairs(clip))).tobytes() == p.forward(clip).tobytes()
+    assert p.calls == [3, 3, 3, 1, 10]             # forward_pairs: PAIRS_PER_CALL (3) at a time; forward: 10
+    assert np.stack(list(Whole().forward_pairs(clip))).tobytes() == Whole().forward(clip).tobytes()
+    w = Wrapped("fast")
+    assert np.stack(list(w.forward_pairs(clip))).tobytes() == w.forward(clip).tobytes()

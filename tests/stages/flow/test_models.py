@@ -220,3 +220,9 @@ def test_unimatch_from_source_folder(unimatch_source, tmp_path, clip):
     assert d["backend"] == "unimatch" and d["model"] == "scale2-regrefine6" and d["num_reg_refine"] == 6
     with pytest.raises(ValueError, match="does not match UniMatch scale1"):
         make_flow_backend("unimatch", checkpoint=str(ckpt), source=unimatch_source, device="cpu", model="scale1")
+
+
+def test_raft_forward_pairs_are_forward_in_its_batches(raft, clip):
+    pairs = list(raft.forward_pairs(clip))
+    assert len(pairs) == 4 and all(p.shape == (2, 100, 140) for p in pairs)
+    assert np.stack(pairs).tobytes() == raft.forward(clip).tobytes()     # the same batches of 2 pairs
