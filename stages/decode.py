@@ -197,14 +197,9 @@ def select_source_frames(num_frames: int, header_fps: float, times: np.ndarray |
                                             "source_frame_times": [round(float(t[i]), 4) for i in idx]}
 
 
-def decode_video(path: str, frames: int, fps: float, width: int, height: int, rng: np.random.Generator,
-                 max_pixels: int = 8192 * 8192, max_frames: int = 10_000_000, decoder=None) -> DecodedClip:
-    """Decode the profile's frames of a video file, scaled in the decoder to cover the profile
-    and center-cropped. ``decoder``: a ``stages.decoders.FrameDecoder`` (built once per
-    worker), a backend name, or None for ``auto``. The frame table is read first
-    (``stages.decoders.read_frame_table``: size and frame count caps before any frame is
-    decoded), the rows chosen by :func:`select_source_frames`, then only those decoded.
-    Meta ``decoder``: the backend and its device."""
+def _open_video(path: str, decoder, max_frames: int):
+    """``(decoder, frame table)`` of a video file: ``ClipError`` for a missing or empty file;
+    ``decoder`` a ``stages.decoders.FrameDecoder``, a backend name, or None for ``auto``."""
     from .decoders import make_decoder, read_frame_table
 
     if not os.path.exists(path):
@@ -213,7 +208,18 @@ def decode_video(path: str, frames: int, fps: float, width: int, height: int, rn
         raise ClipError("unreadable", f"{path} is empty (0 bytes)")
     if decoder is None or isinstance(decoder, str):
         decoder = make_decoder(decoder or "auto")
-    table = read_frame_table(path, max_frames)
+    return decoder, read_frame_table(path, max_frames)
+
+
+def decode_video(path: str, frames: int, fps: float, width: int, height: int, rng: np.random.Generator,
+                 max_pixels: int = 8192 * 8192, max_frames: int = 10_000_000, decoder=None) -> DecodedClip:
+    """Decode the profile's frames of a video file, scaled in the decoder to cover the profile
+    and center-cropped. ``decoder``: a ``stages.decoders.FrameDecoder`` (built once per
+    worker), a backend name, or None for ``auto``. The frame table is read first
+    (``stages.decoders.read_frame_table``: size and frame count caps before any frame is
+    decoded), the rows chosen by :func:`select_source_frames`, then only those decoded.
+    Meta ``decoder``: the backend and its device."""
+    decoder, table = _open_video(path, decoder, max_frames)
     _check_size(table.width, table.height, width, height, max_pixels)
     n = table.num_frames
     idx, start, src_fps, extra = select_source_frames(n, table.header_fps, table.times, frames, fps, rng)
@@ -237,15 +243,7 @@ def decode_all_frames(path: str, max_frames: int = 10_000, max_pixels: int = 819
     A file that is missing, empty, not a video or does not decode raises ``ClipError``
     (``missing_file``, ``unreadable``, ``decode_error``); more than ``max_frames`` frames or
     ``max_pixels`` pixels per frame is ``too_large``."""
-    from .decoders import make_decoder, read_frame_table
-
-    if not os.path.exists(path):
-        raise ClipError("missing_file", f"{path} does not exist")
-    if os.path.getsize(path) == 0:
-        raise ClipError("unreadable", f"{path} is empty (0 bytes)")
-    if decoder is None or isinstance(decoder, str):
-        decoder = make_decoder(decoder or "auto")
-    table = read_frame_table(path, max_frames)
+    decoder, table = _open_video(path, decoder, max_frames)
     if table.width * table.height > max_pixels:
         raise ClipError("too_large", f"frames {table.width}x{table.height} exceed the cap of {max_pixels} pixels")
     n = table.num_frames

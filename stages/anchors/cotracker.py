@@ -37,7 +37,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ClipError
 from ..trajectories import _inside
 from .base import GENERIC_OPTIONS, AnchorTracker, AnchorTracks, check_reliable_prefix
 
@@ -130,25 +129,14 @@ class CoTrackerAnchorTracker(AnchorTracker):
         for what, v in (("visibility_threshold", visibility_threshold), ("confidence_threshold", confidence_threshold)):
             if not 0.0 <= float(v) < 1.0:
                 raise ValueError(f"{what} must be in [0, 1), got {v}")
-        try:
-            from cotracker.predictor import CoTrackerPredictor
-        except ImportError as e:
-            raise ClipError("backend_unavailable", f"{ANCHOR_COTRACKER_INSTALL_HINT} (import failed: {e})") from None
-        if not checkpoint:
-            raise ClipError("backend_unavailable", "the 'cotracker' anchor tracker needs "
-                                                   "trajectories.cotracker_checkpoint (scaled_offline.pth)")
-        if not os.path.isfile(checkpoint):
-            raise ClipError("backend_unavailable", f"CoTracker checkpoint {checkpoint} does not exist")
-        from ..devices import resolve_device
+        from ..entities.tracking import load_cotracker
 
-        self.checkpoint = str(checkpoint)
-        self.device = str(resolve_device(device, check=False))
+        self.predictor, self.checkpoint, self.device = load_cotracker(
+            checkpoint, device, ANCHOR_COTRACKER_INSTALL_HINT, "trajectories.cotracker_checkpoint")
         self.batch_size = max(1, int(batch_size))
         self.visibility_threshold = float(visibility_threshold)
         self.confidence_threshold = float(confidence_threshold)
         self.iters = max(1, int(iters))
-        # CoTracker's own builder reads the state dict with map_location="cpu"; then we move it.
-        self.predictor = CoTrackerPredictor(checkpoint=self.checkpoint).to(self.device).eval()
         self.model_hw = tuple(int(v) for v in self.predictor.interp_shape)
         self.batched: bool | None = None      # whether the model took several clips per call
 

@@ -279,6 +279,27 @@ def cotracker_outputs(tracks: np.ndarray, visibility: np.ndarray, height: int, w
     return out, np.ascontiguousarray(vis & inside & np.isfinite(out).all(-1))
 
 
+def load_cotracker(checkpoint: str | None, device: str, install_hint: str, setting: str):
+    """CoTracker3 offline from a checkpoint file: ``(predictor on its device, checkpoint, device)``.
+    The one loading path of the entity and the anchor trackers; ``ClipError``
+    (``backend_unavailable``) with ``install_hint`` when the package is missing, naming
+    ``setting`` when the checkpoint is not given or not there."""
+    import os
+
+    try:
+        from cotracker.predictor import CoTrackerPredictor
+    except ImportError as e:
+        raise ClipError("backend_unavailable", f"{install_hint} (import failed: {e})") from None
+    if not checkpoint:
+        raise ClipError("backend_unavailable", f"CoTracker needs {setting} (the CoTracker3 offline weights, "
+                                               f"scaled_offline.pth)")
+    if not os.path.isfile(checkpoint):
+        raise ClipError("backend_unavailable", f"CoTracker checkpoint {checkpoint} does not exist")
+    dev = str(resolve_device(device, check=False))
+    # CoTracker's own builder loads the state dict with map_location="cpu"; then it is moved.
+    return CoTrackerPredictor(checkpoint=str(checkpoint)).to(dev).eval(), str(checkpoint), dev
+
+
 class CoTrackerTracker(CenterTracker):
     """CoTracker3 offline on the profile frames, the entity centers as queries at t=0.
 
@@ -293,22 +314,9 @@ class CoTrackerTracker(CenterTracker):
     device_kind = "torch"
 
     def __init__(self, checkpoint: str | None = None, device: str = "auto", batch_size: int = 256):
-        try:
-            from cotracker.predictor import CoTrackerPredictor
-        except ImportError as e:
-            raise ClipError("backend_unavailable", f"{COTRACKER_INSTALL_HINT} (import failed: {e})") from None
-        import os
-
-        if not checkpoint:
-            raise ClipError("backend_unavailable", "the 'cotracker' tracker needs --cotracker-checkpoint PATH "
-                                                   "(the CoTracker3 offline weights, scaled_offline.pth)")
-        if not os.path.isfile(checkpoint):
-            raise ClipError("backend_unavailable", f"CoTracker checkpoint {checkpoint} does not exist")
-        self.checkpoint = str(checkpoint)
-        self.device = str(resolve_device(device, check=False))
+        self.model, self.checkpoint, self.device = load_cotracker(checkpoint, device, COTRACKER_INSTALL_HINT,
+                                                                  "--cotracker-checkpoint PATH")
         self.batch_size = max(1, int(batch_size))
-        # CoTracker's own builder loads the state dict with map_location="cpu"; we then move it.
-        self.model = CoTrackerPredictor(checkpoint=self.checkpoint).to(self.device).eval()
 
     def describe(self) -> dict[str, Any]:
         import os
