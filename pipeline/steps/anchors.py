@@ -16,7 +16,7 @@ from stages.decode import clip_rng
 from stages.errors import ClipFiltered
 from stages.trajectories import trackability
 
-from pipeline.steps.base import CPU, Resources, Step, setup_failure, short
+from pipeline.steps.base import CPU, Resources, Step, setting_up, short
 from pipeline.steps.flow import FlowStep, backward_backend, backward_flow, backward_kind, setup_backward
 
 RULE = ("forward-backward: step FB error <= step_px + step_rel * |step| and the drift back to frame 0 "
@@ -101,10 +101,8 @@ class AnchorsStep(Step):
                    "or use trajectories.tracker lk")
         else:
             fix = "check trajectories.tracker, trajectories.tracker_options and the reliable_* thresholds"
-        try:
+        with setting_up(f"the {self.tracker_name!r} anchor tracker", fix):
             tracker = self.tracker
-        except Exception as e:  # noqa: BLE001 - whatever the tracker raises is its own message
-            raise setup_failure(f"the {self.tracker_name!r} anchor tracker", e, fix) from e
         out = {"anchors": short(tracker.describe(), "tracker", "model")}
         if self.needs_backward:
             out.update(setup_backward(self.cfg, self.backends))

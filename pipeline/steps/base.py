@@ -27,12 +27,13 @@ preflight and the fingerprint ask the steps instead of keeping tables of their o
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 from schemas.sample import Sample
 
-__all__ = ["CPU", "TORCH", "Resources", "Step", "Backends", "SetupError", "setup_failure", "short"]
+__all__ = ["CPU", "TORCH", "Resources", "Step", "Backends", "SetupError", "setup_failure", "setting_up", "short"]
 
 CPU, TORCH = "cpu", "torch"
 
@@ -63,6 +64,16 @@ def setup_failure(what: str, e: BaseException | str, fix: str) -> SetupError:
     """The one wording of a setup error: what failed, its own message, how to fix it."""
     msg = e if isinstance(e, str) else (str(getattr(e, "message", "") or "") or str(e) or type(e).__name__)
     return SetupError(f"cannot set up {what}: {msg}\n  to fix: {fix}")
+
+
+@contextmanager
+def setting_up(what: str, fix: str):
+    """Whatever building ``what`` inside the block raises becomes its setup error
+    (``setup_failure``: what failed, its own message, ``fix``)."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - whatever a backend raises is its own message
+        raise setup_failure(what, e, fix) from e
 
 
 def short(desc: dict[str, Any], *keys: str) -> str:

@@ -14,7 +14,7 @@ from stages.decoders import FrameDecoder, auto_reason, check_decoder, decoder_id
 from stages.errors import ClipError, split_reason
 
 from pipeline import storage
-from pipeline.steps.base import CPU, TORCH, Resources, Step, setup_failure
+from pipeline.steps.base import CPU, TORCH, Resources, Step, setting_up
 
 FIX = ("install the decoder's package (pip install -e '.[decord]' or '.[torchcodec]'), or set "
        "decode.backend to pyav or auto (--config file)")
@@ -57,11 +57,9 @@ class DecodeStep(Step):
     def setup(self) -> dict[str, str]:
         """Builds the decoder and decodes a 4-frame clip with it: a missing or broken package is a
         setup error with the install command; the line says which decoder ``auto`` chose and why."""
-        try:
+        with setting_up(f"the decoder {self.backend!r}", FIX):
             dec = self.decoder
             check_decoder(dec)
-        except Exception as e:  # noqa: BLE001 - whatever the decoder raises is its own message
-            raise setup_failure(f"the decoder {self.backend!r}", e, FIX) from e
         text = f"{dec.name} {dec.version()}".strip() + (f" on {dec.device}" if dec.device != CPU else "")
         why = auto_reason() if self.backend == "auto" and dec.name != "decord" else ""
         return {"decode": text + (f" (auto: {why})" if why else "")}

@@ -12,7 +12,7 @@ from schemas.sample import Sample
 from stages.entities.extract import ChosenMasks, choose_mask_source, mask_source_names
 from stages.entities.masks import MASK_SOURCES, MaskSource, make_mask_source
 
-from pipeline.steps.base import CPU, Resources, Step, setup_failure, short
+from pipeline.steps.base import CPU, Resources, Step, setting_up, short
 from pipeline.steps.flow import backward_backend, backward_flow, backward_kind, setup_backward
 
 FIX = {
@@ -91,10 +91,8 @@ class EntityMasksStep(Step):
         out = {}
         names = _sources(self.cfg)
         for name in names:
-            try:
+            with setting_up(f"the {name!r} mask source", FIX.get(name, "check entities.masks")):
                 src = self.source(name)
-            except Exception as e:  # noqa: BLE001 - whatever the source raises is its own message
-                raise setup_failure(f"the {name!r} mask source", e, FIX.get(name, "check entities.masks")) from e
             out[f"masks.{name}"] = short(src.describe(), "model") or name
         if needs_backward(self.cfg, names):
             out.update(setup_backward(self.cfg, self.backends))

@@ -9,7 +9,7 @@ from schemas.sample import Sample
 from stages.entities.extract import extract_entities
 from stages.entities.tracking import TRACKERS, CenterTracker, make_tracker
 
-from pipeline.steps.base import CPU, Resources, Step, setup_failure, short
+from pipeline.steps.base import CPU, Resources, Step, setting_up, short
 from pipeline.steps.entity_masks import entities_on
 from pipeline.steps.flow import backward_backend, backward_flow, backward_kind, setup_backward
 
@@ -68,10 +68,8 @@ class EntityTracksStep(Step):
             fix = "install the cotracker package (from its source) and pass --cotracker-checkpoint PATH, or use --tracker flow"
         else:
             fix = "check entities.tracker and entities.fb_threshold"
-        try:
+        with setting_up(f"the {self.tracker_name!r} tracker", fix):
             tracker = self.tracker
-        except Exception as e:  # noqa: BLE001 - whatever the tracker raises is its own message
-            raise setup_failure(f"the {self.tracker_name!r} tracker", e, fix) from e
         out = {"tracker": short(tracker.describe(), "tracker", "model")}
         if tracker.needs_backward_flow:
             out.update(setup_backward(self.cfg, self.backends))

@@ -14,7 +14,7 @@ from schemas.sample import FlowEncoder, Sample, dequantize_flow
 from stages.flow.backward import backward_device_kind, make_backward_backend
 from stages.flow.base import FLOW_BACKENDS, FlowBackend, make_flow_backend_from
 
-from pipeline.steps.base import CPU, Backends, Resources, Step, setup_failure, short
+from pipeline.steps.base import CPU, Backends, Resources, Step, setting_up, short
 
 ENCODING = "pfz1"
 
@@ -62,11 +62,8 @@ def backward_flow(sample: Sample, backend: FlowBackend) -> tuple[np.ndarray, dic
 
 
 def setup_backward(cfg, backends: Backends) -> dict[str, str]:
-    try:
+    with setting_up("the backward flow of the forward-backward checks", "check entities.backward_flow"):
         back = backward_backend(cfg, backends)
-    except Exception as e:  # noqa: BLE001 - whatever the backend raises is its own message
-        raise setup_failure("the backward flow of the forward-backward checks", e,
-                            "check entities.backward_flow") from e
     return {"backward_flow": describe(back)}
 
 
@@ -96,10 +93,8 @@ class FlowStep(Step):
                    "or choose a CPU backend (--flow dis)")
         else:
             fix = "check flow.backend and its settings (--flow, --flow-preset)"
-        try:
+        with setting_up(f"the flow backend {f.backend!r}", fix):
             backend = main_flow(self.cfg, self.backends)
-        except Exception as e:  # noqa: BLE001 - whatever the backend raises is its own message
-            raise setup_failure(f"the flow backend {f.backend!r}", e, fix) from e
         return {"flow": describe(backend)}
 
     @property

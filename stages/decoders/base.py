@@ -27,12 +27,19 @@ import numpy as np
 
 from ..errors import ClipError
 
-__all__ = ["FrameTable", "FrameDecoder", "read_frame_table", "missing_package", "first_line"]
+__all__ = ["FrameTable", "FrameDecoder", "read_frame_table", "check_cpu_device", "missing_package", "first_line"]
 
 
 def first_line(e: BaseException, limit: int = 300) -> str:
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return text[:limit]
+
+
+def check_cpu_device(backend: str, device: str | None) -> None:
+    """A CPU-only backend refuses any other ``decode.device``, pointing at torchcodec for CUDA."""
+    if str(device or "cpu").lower() not in ("cpu", "auto"):
+        raise ValueError(f"decoder {backend!r} decodes on the CPU only (decode.device {device!r}); "
+                         f"use decode.backend torchcodec for CUDA")
 
 
 def missing_package(backend: str, package: str, extra: str, e: BaseException) -> ImportError:

@@ -15,7 +15,7 @@ import re
 import numpy as np
 
 from ..errors import ClipError
-from .base import FrameDecoder, FrameTable, missing_package, unique_rows
+from .base import FrameDecoder, FrameTable, check_cpu_device, missing_package, unique_rows
 
 # float32 seconds (decord's timestamps) are exact to 0.25 ms up to 1 hour
 _TOLERANCE_S = 1e-3
@@ -32,9 +32,7 @@ class DecordDecoder(FrameDecoder):
     name = "decord"
 
     def __init__(self, device: str = "cpu", threads: int = 1):
-        if str(device or "cpu").lower() not in ("cpu", "auto"):
-            raise ValueError(f"decoder 'decord' decodes on the CPU only here (decode.device {device!r}); "
-                             f"use decode.backend torchcodec for CUDA")
+        check_cpu_device("decord", device)
         try:
             import decord
         except Exception as e:  # noqa: BLE001 - an ImportError or a broken shared library

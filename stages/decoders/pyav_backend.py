@@ -16,16 +16,14 @@ from fractions import Fraction
 import numpy as np
 
 from ..errors import ClipError
-from .base import FrameDecoder, FrameTable, first_line, missing_package, unique_rows
+from .base import FrameDecoder, FrameTable, check_cpu_device, first_line, missing_package, unique_rows
 
 
 class PyAVDecoder(FrameDecoder):
     name = "pyav"
 
     def __init__(self, device: str = "cpu", threads: int = 1):
-        if str(device or "cpu").lower() not in ("cpu", "auto"):
-            raise ValueError(f"decoder 'pyav' decodes on the CPU only (decode.device {device!r}); "
-                             f"use decode.backend torchcodec for CUDA")
+        check_cpu_device("pyav", device)
         try:
             import av
             import av.filter  # noqa: F401 (the scaling graph)
